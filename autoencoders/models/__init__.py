@@ -1,0 +1,5 @@
+"""One LightningModule per autoencoder family."""
+
+from autoencoders.models.autoencoder import Autoencoder
+
+__all__ = ["Autoencoder"]

@@ -1,0 +1,114 @@
+"""Plain, denoising and convolutional autoencoders (one module, networks injected)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pytorch_lightning import LightningModule
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, MeanSquaredError
+
+from autoencoders import losses
+
+
+class Autoencoder(LightningModule):
+    """An encoder / decoder pair trained to reconstruct its input.
+
+    With ``noise_std > 0`` it is a denoising autoencoder: the encoder sees the image plus
+    Gaussian noise (clipped to ``[0, 1]``) during training, and the target is the clean image.
+
+    Args:
+        encoder: maps images ``[B, C, H, W]`` to codes ``[B, D]``.
+        decoder: maps codes ``[B, D]`` to image logits ``[B, C, H, W]``.
+        loss: ``"mse"`` (squared error of ``sigmoid(logits)``) or ``"bce"`` (Bernoulli NLL).
+        noise_std: standard deviation of the training input noise; 0 turns it off.
+        optimizer: optimizer factory, called with the parameters.
+        scheduler: optional learning-rate scheduler factory, stepped every epoch.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        loss: Literal["mse", "bce"] = "mse",
+        noise_std: float = 0.0,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        check_latent_sizes(encoder, decoder)
+        self.encoder = encoder
+        self.decoder = decoder
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.metrics = nn.ModuleDict(
+            {
+                stage: nn.ModuleDict(
+                    {"loss": MeanMetric(), "rec": MeanMetric(), "mse": MeanSquaredError()}
+                )
+                for stage in ("val", "test")
+            }
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Reconstruction logits of ``x``."""
+        return self.decoder(self.encoder(x))
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Reconstructed images in ``[0, 1]``."""
+        return torch.sigmoid(self(x))
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Codes ``[B, D]``."""
+        return self.encoder(x)
+
+    def anomaly_score(self, x: Tensor) -> Tensor:
+        """Per-image reconstruction loss ``[B]`` (the training loss, without input noise)."""
+        return losses.reconstruction(self(x), x, self.hparams.loss)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x = batch[0]
+        noisy = x
+        if self.hparams.noise_std > 0:
+            noisy = (x + self.hparams.noise_std * torch.randn_like(x)).clamp(0, 1)
+        rec = losses.reconstruction(self(noisy), x, self.hparams.loss).mean()
+        self.log_dict({"train/loss": rec, "train/rec": rec}, prog_bar=True)
+        return rec
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        x = batch[0]
+        logits = self(x)
+        rec = losses.reconstruction(logits, x, self.hparams.loss)
+        metrics = self.metrics[stage]
+        metrics["loss"].update(rec)
+        metrics["rec"].update(rec)
+        metrics["mse"].update(torch.sigmoid(logits), x)
+        self.log_dict({f"{stage}/{name}": m for name, m in metrics.items()}, prog_bar=True)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        x = batch[0]
+        return {"reconstruction": self.reconstruct(x), "score": self.anomaly_score(x)}
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer(self.parameters())
+        if self.scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
+
+
+def check_latent_sizes(encoder: nn.Module, decoder: nn.Module) -> None:
+    """Fails early, with both sizes named, when encoder and decoder disagree on the code size."""
+    enc, dec = getattr(encoder, "latent_dim", None), getattr(decoder, "latent_dim", None)
+    if enc is not None and dec is not None and enc != dec:
+        raise ValueError(
+            f"encoder latent_dim={enc} but decoder latent_dim={dec}: set both to the same size"
+        )

@@ -1,0 +1,1 @@
+"""Runnable experiments: the LightningCLI entry point, YAML configs and benchmarks."""

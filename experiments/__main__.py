@@ -1,0 +1,86 @@
+"""``python -m experiments {fit,validate,test,predict} --config <file or name>``."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+from pytorch_lightning import LightningDataModule, LightningModule
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningCLI
+
+from autoencoders.data import DataError
+
+# torch 2.14 deprecates a pytree helper that Lightning 2.6 still calls on every batch.
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+CONFIGS = Path(__file__).parent / "configs"
+
+
+def resolve_config(value: str) -> str:
+    """A config path as given when it exists, else ``experiments/configs/<name>[.yaml]``."""
+    if Path(value).is_file():
+        return value
+    for candidate in (CONFIGS / value, CONFIGS / f"{value}.yaml"):
+        if candidate.is_file():
+            return str(candidate)
+    return value  # jsonargparse reports the missing file
+
+
+def resolve_args(args: list[str]) -> tuple[list[str], str]:
+    """Resolves every ``--config`` value; returns the new args and the last config's stem."""
+    resolved, stem = [], "default"
+    for i, arg in enumerate(args):
+        if i > 0 and args[i - 1] in ("--config", "-c"):
+            arg = resolve_config(arg)
+            stem = Path(arg).stem
+        elif arg.startswith("--config="):
+            arg = "--config=" + resolve_config(arg.split("=", 1)[1])
+            stem = Path(arg).stem
+        resolved.append(arg)
+    return resolved, stem
+
+
+class CLI(LightningCLI):
+    """LightningCLI plus a checkpoint callback keeping the best (lowest ``val/loss``) and last."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/loss",
+                "checkpoint.mode": "min",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-epoch{epoch:03d}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+
+
+def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
+    """Builds the CLI from ``args`` (default: ``sys.argv``); TensorBoard logs go to
+    ``runs/<config stem>/version_N`` unless the config names another logger."""
+    args, stem = resolve_args(sys.argv[1:] if args is None else list(args))
+    logger = {
+        "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": "runs", "name": stem},
+    }
+    return CLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        auto_configure_optimizers=False,
+        trainer_defaults={"logger": logger, "accelerator": "auto"},
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+    )
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except DataError as err:
+        sys.exit(f"error: {err}")
