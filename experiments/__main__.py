@@ -10,6 +10,7 @@ from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 
+from autoencoders.callbacks import RNGState
 from autoencoders.data import DataError
 
 # torch 2.14 deprecates a pytree helper that Lightning 2.6 still calls on every batch.
@@ -43,9 +44,11 @@ def resolve_args(args: list[str]) -> tuple[list[str], str]:
 
 
 class CLI(LightningCLI):
-    """LightningCLI plus a checkpoint callback keeping the best (lowest ``val/loss``) and last."""
+    """LightningCLI with two callbacks always on: a checkpoint keeping the best (lowest
+    ``val/loss``) and the last epoch, and the RNG states saved for exact resumption."""
 
     def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(RNGState, "rng_state")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {

@@ -1,0 +1,161 @@
+"""The CLI over every shipped config, plus what a user expects around a run."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from experiments.__main__ import CONFIGS, main, resolve_config
+from tests.helpers import CONFIG_FILES, CONFIG_IDS
+
+
+@pytest.mark.parametrize("config", CONFIG_FILES, ids=CONFIG_IDS)
+def test_every_config_runs_fast_dev_run(config, fake_root):
+    cli = main(
+        ["fit", "--config", str(config), "--data.root", fake_root, "--trainer.fast_dev_run=true"]
+    )
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+
+
+def test_bare_names_resolve_to_the_shipped_configs(tmp_path):
+    assert resolve_config("ae_mnist") == str(CONFIGS / "ae_mnist.yaml")
+    assert resolve_config("ae_mnist.yaml") == str(CONFIGS / "ae_mnist.yaml")
+    local = tmp_path / "ae_mnist.yaml"
+    local.write_text("seed_everything: 1\n")
+    assert resolve_config(str(local)) == str(local), "a file in the working directory wins"
+
+
+def short_fit(fake_root, *extra, config="ae_mnist"):
+    return main(
+        [
+            "fit",
+            "--config",
+            config,
+            "--data.root",
+            fake_root,
+            "--data.val_size",
+            "1000",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "3",
+            "--trainer.limit_val_batches",
+            "2",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.log_every_n_steps",
+            "1",
+            *extra,
+        ]
+    )
+
+
+def test_a_run_writes_scalars_images_and_best_and_last_checkpoints(fake_root):
+    short_fit(fake_root)
+    run = Path("runs/ae_mnist/version_0")
+    checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert "last.ckpt" in checkpoints and any(c.startswith("best") for c in checkpoints)
+    events = EventAccumulator(str(run)).Reload()
+    assert {"train/loss", "val/loss", "val/rec", "val/mse"} <= set(events.Tags()["scalars"])
+    assert "val/reconstructions" in events.Tags()["images"]
+    assert (run / "config.yaml").is_file()
+    short_fit(fake_root)
+    assert Path("runs/ae_mnist/version_1").is_dir(), "a second run gets its own version"
+
+
+def test_resume_continues_exactly(fake_root):
+    """Two epochs in one go equal one epoch, then a resume from its last checkpoint: same data
+    order and same dropout masks (conv_ae_fashion has dropout 0.2)."""
+    args = ["--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "1"]
+    config = "conv_ae_fashion"
+    straight = short_fit(fake_root, "--trainer.max_epochs", "2", *args, config=config)
+    short_fit(fake_root, *args, config=config)
+    last = f"runs/{config}/version_1/checkpoints/last.ckpt"
+    resumed = short_fit(
+        fake_root, "--trainer.max_epochs", "2", "--ckpt_path", last, *args, config=config
+    )
+    assert resumed.trainer.global_step == straight.trainer.global_step == 8
+    for (name, a), b in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values()
+    ):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_test_and_predict_subcommands_use_a_checkpoint(fake_root):
+    short_fit(fake_root)
+    last = "runs/ae_mnist/version_0/checkpoints/last.ckpt"
+    tested = main(
+        [
+            "test",
+            "--config",
+            "ae_mnist",
+            "--data.root",
+            fake_root,
+            "--data.val_size",
+            "1000",
+            "--ckpt_path",
+            last,
+        ]
+    )
+    assert "test/mse" in tested.trainer.callback_metrics
+    predicted = main(
+        [
+            "predict",
+            "--config",
+            "ae_mnist",
+            "--data.root",
+            fake_root,
+            "--data.val_size",
+            "1000",
+            "--ckpt_path",
+            last,
+            "--trainer.limit_predict_batches",
+            "1",
+        ]
+    )
+    assert predicted.trainer.predict_loop.predictions is not None
+
+
+def test_ddp_on_two_cpu_processes(fake_root, tmp_path):
+    """A real 2-process DDP fit through the CLI: each rank reads its own shard."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments",
+            "fit",
+            "--config",
+            "ae_mnist",
+            "--data.root",
+            fake_root,
+            "--data.val_size",
+            "1000",
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.devices",
+            "2",
+            "--trainer.strategy",
+            "ddp",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_val_batches",
+            "2",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.callbacks+=tests.shard_recorder.ShardRecorder",
+            f"--trainer.callbacks.init_args.folder={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    shards = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == (6000 - 1000) // 2
+    assert set(shards[0].tolist()).isdisjoint(shards[1].tolist())
+    assert (tmp_path / "runs/ae_mnist/version_0/checkpoints/last.ckpt").is_file()
