@@ -11,6 +11,7 @@ def fake_root(tmp_path_factory) -> str:
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
-    """Every test runs in its own working directory (``runs/`` lands there), with no data root from the environment."""
+    """Each test runs in its own working directory (``runs/`` lands there), with no
+    ``$AUTOENCODERS_DATA``."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("AUTOENCODERS_DATA", raising=False)

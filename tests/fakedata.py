@@ -2,7 +2,7 @@
 
 Images carry a class-dependent bright square plus noise, so a model can learn from them.
 
-    python -m tests.fakedata DIR    # writes DIR/MNIST/raw, DIR/FashionMNIST/raw, DIR/pneumoniamnist.npz
+    python -m tests.fakedata DIR   # DIR/MNIST/raw, DIR/FashionMNIST/raw, DIR/pneumoniamnist.npz
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def test_resume_continues_exactly(fake_root):
     )
     assert resumed.trainer.global_step == straight.trainer.global_step == 8
     for (name, a), b in zip(
-        straight.model.state_dict().items(), resumed.model.state_dict().values()
+        straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
     ):
         torch.testing.assert_close(a, b, msg=name)
 
