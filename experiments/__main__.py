@@ -64,7 +64,10 @@ class CLI(LightningCLI):
 def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     """Builds the CLI from ``args`` (default: ``sys.argv``); TensorBoard logs go to
     ``runs/<config stem>/version_N`` unless the config names another logger."""
-    args, stem = resolve_args(sys.argv[1:] if args is None else list(args))
+    from_command_line = args is None
+    args, stem = resolve_args(sys.argv[1:] if from_command_line else list(args))
+    if from_command_line:  # DDP re-launches sys.argv: keep the resolved config path there
+        sys.argv[1:] = args
     logger = {
         "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
         "init_args": {"save_dir": "runs", "name": stem},
@@ -77,7 +80,7 @@ def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
         auto_configure_optimizers=False,
         trainer_defaults={"logger": logger, "accelerator": "auto"},
         save_config_kwargs={"overwrite": True},
-        args=args,
+        args=None if from_command_line else args,
         run=run,
     )
 

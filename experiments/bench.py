@@ -50,9 +50,7 @@ def write_section(name: str, body: str) -> None:
 
 
 def header(title: str, command: str) -> str:
-    return (
-        f"## {title}\n\n- command: `{command}`\n- date: {date.today()}\n- machine: {machine()}\n"
-    )
+    return f"## {title}\n\n- command: `{command}`\n- date: {date.today()}\n- machine: {machine()}\n"
 
 
 def mean_se(values: list[float]) -> str:
@@ -113,8 +111,16 @@ def bench_fit(args: argparse.Namespace) -> None:
         for seed in args.seeds:
             start = time.perf_counter()
             cli = main(
-                ["fit", "--config", config, "--seed_everything", str(seed),
-                 "--trainer.enable_progress_bar", "false", *args.args]
+                [
+                    "fit",
+                    "--config",
+                    config,
+                    "--seed_everything",
+                    str(seed),
+                    "--trainer.enable_progress_bar",
+                    "false",
+                    *args.args,
+                ]
             )
             seconds = time.perf_counter() - start
             metrics = cli.trainer.test(ckpt_path="best", datamodule=cli.datamodule)[0]
@@ -139,8 +145,7 @@ def bench_fit(args: argparse.Namespace) -> None:
         header(f"Test metrics: {', '.join(args.configs)}", command)
         + "\nMean ± standard error over seeds (`--seed_everything`); every run is tested with its "
         "best checkpoint (lowest `val/loss`). `test/mse` is the mean squared error per pixel, "
-        "`test/rec` the per-image reconstruction loss summed over pixels.\n\n"
-        + "\n".join(lines),
+        "`test/rec` the per-image reconstruction loss summed over pixels.\n\n" + "\n".join(lines),
     )
 
 

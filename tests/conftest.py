@@ -1,6 +1,11 @@
+import os
+
 import pytest
 
 from tests.fakedata import write_all
+
+# Read before the autouse fixture below hides it from every test.
+REAL_DATA = os.path.abspath(os.environ.get("AUTOENCODERS_DATA") or "/nonexistent")
 
 
 @pytest.fixture(scope="session")
@@ -15,3 +20,11 @@ def _isolated(tmp_path, monkeypatch):
     ``$AUTOENCODERS_DATA``."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("AUTOENCODERS_DATA", raising=False)
+
+
+@pytest.fixture(scope="session")
+def real_root() -> str:
+    """The real datasets (``$AUTOENCODERS_DATA``); tests using it skip when it is not set."""
+    if not REAL_DATA or not os.path.isdir(REAL_DATA):
+        pytest.skip("AUTOENCODERS_DATA does not point at the real datasets")
+    return REAL_DATA

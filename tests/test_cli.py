@@ -20,6 +20,25 @@ def test_every_config_runs_fast_dev_run(config, fake_root):
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
 
 
+def test_trainer_flags_pass_through(fake_root):
+    cli = main(
+        [
+            "fit",
+            "--config",
+            "conv_ae_fashion",
+            "--data.root",
+            fake_root,
+            "--trainer.fast_dev_run=true",
+            "--trainer.precision",
+            "bf16-mixed",
+            "--trainer.accelerator",
+            "cpu",
+        ]
+    )
+    assert cli.trainer.precision == "bf16-mixed"
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+
+
 def test_bare_names_resolve_to_the_shipped_configs(tmp_path):
     assert resolve_config("ae_mnist") == str(CONFIGS / "ae_mnist.yaml")
     assert resolve_config("ae_mnist.yaml") == str(CONFIGS / "ae_mnist.yaml")

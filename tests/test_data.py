@@ -170,6 +170,16 @@ def test_corrupt_files_give_a_clear_error(fake_root, tmp_path):
         PneumoniaMNISTDataModule(root=str(tmp_path / "copy")).setup()
 
 
+def test_impossible_splits_are_reported(fake_root):
+    with pytest.raises(DataError, match="val_size=6000"):
+        mnist_dm = MNISTDataModule(root=fake_root, val_size=6000)
+        mnist_dm.setup()
+    with pytest.raises(DataError, match="fewer than 1000"):
+        mnist(fake_root, labels_per_class=1000)
+    with pytest.raises(DataError, match=r"\(0, 1\]"):
+        mnist(fake_root, labeled_fraction=1.5)
+
+
 def test_root_defaults_to_the_environment(fake_root, monkeypatch):
     monkeypatch.setenv("AUTOENCODERS_DATA", fake_root)
     assert str(MNISTDataModule().root) == fake_root
