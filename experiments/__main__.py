@@ -70,7 +70,7 @@ def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
         sys.argv[1:] = args
     logger = {
         "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
-        "init_args": {"save_dir": "runs", "name": stem},
+        "init_args": {"save_dir": "runs", "name": stem, "default_hp_metric": False},
     }
     return CLI(
         LightningModule,
