@@ -53,3 +53,29 @@ class ReconstructionGrid(Callback):
             if self.num_samples and hasattr(pl_module, "sample"):
                 samples = pl_module.sample(self.num_samples).clamp(0, 1)
                 writer.add_image("val/samples", make_grid(samples, nrow=16), step)
+
+
+class ClassSampleGrid(Callback):
+    """After every validation, writes generated images: one row per class, random styles.
+
+    Needs ``sample(n, y)`` and ``hparams.n_classes`` (the adversarial autoencoder).
+
+    Args:
+        per_class: images per row.
+    """
+
+    def __init__(self, per_class: int = 10) -> None:
+        self.per_class = per_class
+
+    @rank_zero_only
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        writer = tensorboard(trainer)
+        if writer is None or trainer.sanity_checking:
+            return
+        labels = torch.arange(pl_module.hparams.n_classes, device=pl_module.device)
+        labels = labels.repeat_interleave(self.per_class)
+        with torch.no_grad():
+            images = pl_module.sample(len(labels), labels)
+        writer.add_image(
+            "val/samples_by_class", make_grid(images, nrow=self.per_class), trainer.global_step
+        )

@@ -1,0 +1,258 @@
+"""Adversarial autoencoder (Makhzani et al., "Adversarial Autoencoders", ICLR 2016 workshop).
+
+Section 5 (semi-supervised classification): the encoder q(y, z | x) outputs label logits and a
+style code; the decoder reconstructs x from (softmax(y), z). Two discriminators push the
+aggregated posteriors toward the priors: a categorical prior on y and a Gaussian prior on z. Each
+mini-batch runs three phases with their own optimizers:
+
+1. reconstruction: encoder and decoder minimise the reconstruction loss;
+2. regularization: the discriminators learn to tell prior samples from codes, then the encoder
+   (the generator) is updated to fool both;
+3. semi-supervised classification: cross-entropy of the label logits on a labelled mini-batch.
+
+Section 6 (unsupervised clustering) is the same model trained on unlabelled data only: y is then
+a cluster id over ``n_classes`` clusters, and phase 3 is skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pytorch_lightning import LightningModule
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from autoencoders import losses
+
+
+class AdversarialAutoencoder(LightningModule):
+    """Semi-supervised (or clustering) adversarial autoencoder with manual optimization.
+
+    Args:
+        encoder: maps images to ``[B, n_classes + style_dim]``: label logits, then the style.
+        decoder: maps ``[B, n_classes + style_dim]`` (label probabilities, style) to image logits.
+        disc_z: discriminator on the style, ``[B, style_dim] -> [B, 1]`` logits.
+        disc_y: discriminator on the label probabilities, ``[B, n_classes] -> [B, 1]`` logits.
+        n_classes: number of classes (or clusters).
+        style_dim: size of the style code z.
+        prior_std: standard deviation of the Gaussian prior on z.
+        loss: reconstruction loss, ``"bce"`` or ``"mse"``.
+        input_noise: std of Gaussian noise added to encoder inputs in training; the
+            reconstruction target stays the clean image.
+        disc_noise: std of Gaussian noise added to the discriminators' inputs (both real and fake).
+        label_smoothing: one-sided smoothing: the discriminators' target for prior samples is
+            ``1 - label_smoothing``.
+        rec_weight: weight of the reconstruction loss.
+        gen_weight: weight of the generator loss.
+        cls_weight: weight of the labelled cross-entropy.
+        ae_optimizer: optimizer of phase 1 (encoder and decoder).
+        disc_optimizer: optimizer of phase 2a (both discriminators).
+        gen_optimizer: optimizer of phase 2b (encoder).
+        cls_optimizer: optimizer of phase 3 (encoder).
+        ae_scheduler, disc_scheduler, gen_scheduler, cls_scheduler: optional learning-rate
+            schedulers, stepped at the end of every training epoch.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        disc_z: nn.Module,
+        disc_y: nn.Module,
+        n_classes: int = 10,
+        style_dim: int = 10,
+        prior_std: float = 1.0,
+        loss: Literal["bce", "mse"] = "bce",
+        input_noise: float = 0.0,
+        disc_noise: float = 0.0,
+        label_smoothing: float = 0.0,
+        rec_weight: float = 1.0,
+        gen_weight: float = 1.0,
+        cls_weight: float = 1.0,
+        ae_optimizer: OptimizerCallable = torch.optim.Adam,
+        disc_optimizer: OptimizerCallable = torch.optim.Adam,
+        gen_optimizer: OptimizerCallable = torch.optim.Adam,
+        cls_optimizer: OptimizerCallable = torch.optim.Adam,
+        ae_scheduler: LRSchedulerCallable | None = None,
+        disc_scheduler: LRSchedulerCallable | None = None,
+        gen_scheduler: LRSchedulerCallable | None = None,
+        cls_scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.encoder, self.decoder = encoder, decoder
+        self.disc_z, self.disc_y = disc_z, disc_y
+        self.optimizers_ = (ae_optimizer, disc_optimizer, gen_optimizer, cls_optimizer)
+        self.schedulers_ = (ae_scheduler, disc_scheduler, gen_scheduler, cls_scheduler)
+        self.metrics = nn.ModuleDict(
+            {
+                stage: nn.ModuleDict({"loss": MeanMetric(), "rec": MeanMetric()})
+                for stage in ("val", "test")
+            }
+        )
+
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Label logits ``[B, n_classes]`` and style ``[B, style_dim]``."""
+        h = self.encoder(x)
+        return h[:, : self.hparams.n_classes], h[:, self.hparams.n_classes :]
+
+    def decode(self, y: Tensor, z: Tensor) -> Tensor:
+        """Image logits from label probabilities (or one-hot labels) and style."""
+        return self.decoder(torch.cat([y, z], dim=1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Reconstruction logits of ``x``."""
+        logits, z = self.encode(x)
+        return self.decode(logits.softmax(dim=1), z)
+
+    # --- protocols -----------------------------------------------------------------------------
+
+    def classify(self, x: Tensor) -> Tensor:
+        """Label (or cluster) logits ``[B, n_classes]``."""
+        return self.encode(x)[0]
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Reconstructed images in ``[0, 1]``."""
+        return torch.sigmoid(self(x))
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The style code z ``[B, style_dim]`` (the part matched to the Gaussian prior)."""
+        return self.encode(x)[1]
+
+    def sample_prior(self, n: int) -> Tensor:
+        """``n`` draws from the Gaussian prior on the style."""
+        return self.hparams.prior_std * torch.randn(n, self.hparams.style_dim, device=self.device)
+
+    def sample(self, n: int, y: Tensor | None = None) -> Tensor:
+        """Images of class ``y`` (``[n]`` integer labels; random when ``None``), random style."""
+        if y is None:
+            y = torch.randint(self.hparams.n_classes, (n,), device=self.device)
+        one_hot = F.one_hot(y.to(self.device), self.hparams.n_classes).float()
+        return torch.sigmoid(self.decode(one_hot, self.sample_prior(n)))
+
+    def anomaly_score(self, x: Tensor) -> Tensor:
+        """Per-image reconstruction loss ``[B]``."""
+        return losses.reconstruction(self(x), x, self.hparams.loss)
+
+    # --- the three phases ----------------------------------------------------------------------
+
+    def _noisy(self, x: Tensor) -> Tensor:
+        if self.hparams.input_noise <= 0:
+            return x
+        return x + self.hparams.input_noise * torch.randn_like(x)
+
+    def _critic(self, disc: nn.Module, codes: Tensor) -> Tensor:
+        if self.hparams.disc_noise > 0:
+            codes = codes + self.hparams.disc_noise * torch.randn_like(codes)
+        return disc(codes).squeeze(1)
+
+    def reconstruction_loss(self, x: Tensor) -> Tensor:
+        """Phase 1: reconstruct the clean image from a (noisy) input."""
+        rec = losses.reconstruction(self(self._noisy(x)), x, self.hparams.loss)
+        return self.hparams.rec_weight * rec.mean()
+
+    def discriminator_loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Phase 2a: both discriminators, prior samples as real (1), codes as fake (0)."""
+        with torch.no_grad():
+            logits, z = self.encode(self._noisy(x))
+        n, k = len(x), self.hparams.n_classes
+        fake = {"z": z, "y": logits.softmax(dim=1)}
+        real = {
+            "z": self.sample_prior(n),
+            "y": F.one_hot(torch.randint(k, (n,), device=self.device), k).float(),
+        }
+        real_target = torch.full((n,), 1.0 - self.hparams.label_smoothing, device=self.device)
+        total, logs = 0.0, {}
+        for name, disc in (("z", self.disc_z), ("y", self.disc_y)):
+            on_real, on_fake = self._critic(disc, real[name]), self._critic(disc, fake[name])
+            loss = F.binary_cross_entropy_with_logits(on_real, real_target)
+            loss = loss + F.binary_cross_entropy_with_logits(on_fake, torch.zeros_like(on_fake))
+            total = total + loss
+            logs[f"train/disc_{name}"] = loss.detach()
+            logs[f"train/disc_{name}_acc"] = (
+                (on_real > 0).float().mean() + (on_fake < 0).float().mean()
+            ).detach() / 2
+        return total, logs
+
+    def generator_loss(self, x: Tensor) -> Tensor:
+        """Phase 2b: the encoder makes both discriminators call its codes real."""
+        logits, z = self.encode(self._noisy(x))
+        on_z = self._critic(self.disc_z, z)
+        on_y = self._critic(self.disc_y, logits.softmax(dim=1))
+        loss = F.binary_cross_entropy_with_logits(on_z, torch.ones_like(on_z))
+        loss = loss + F.binary_cross_entropy_with_logits(on_y, torch.ones_like(on_y))
+        return self.hparams.gen_weight * loss
+
+    def classification_loss(self, x: Tensor, y: Tensor) -> Tensor:
+        """Phase 3: cross-entropy of the label logits (softmax applied once, inside)."""
+        return self.hparams.cls_weight * F.cross_entropy(self.classify(self._noisy(x)), y)
+
+    def _step(self, optimizer, loss: Tensor) -> Tensor:
+        with self.toggled_optimizer(optimizer):
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+        return loss.detach()
+
+    # --- Lightning hooks -----------------------------------------------------------------------
+
+    def training_step(self, batch, batch_idx: int) -> None:
+        labelled = None
+        if isinstance(batch, dict):  # semi-supervised: {"unlabelled": x, "labelled": (x, y)}
+            x, labelled = batch["unlabelled"], batch["labelled"]
+        else:  # unsupervised clustering: (x, y) with y unused
+            x = batch[0]
+        opt_ae, opt_disc, opt_gen, opt_cls = self.optimizers()
+        rec = self._step(opt_ae, self.reconstruction_loss(x))
+        disc, disc_logs = self.discriminator_loss(x)
+        self._step(opt_disc, disc)
+        gen = self._step(opt_gen, self.generator_loss(x))
+        logs = {"train/loss": rec, "train/rec": rec, "train/gen": gen, **disc_logs}
+        if labelled is not None:
+            logs["train/cls"] = self._step(opt_cls, self.classification_loss(*labelled))
+        self.log_dict(logs, prog_bar=True)
+
+    def on_train_epoch_end(self) -> None:
+        schedulers = self.lr_schedulers()
+        if schedulers is None:
+            return
+        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+            scheduler.step()
+
+    def _evaluate(self, batch, stage: str) -> None:
+        x = batch[0]
+        rec = losses.reconstruction(self(x), x, self.hparams.loss)
+        for metric in self.metrics[stage].values():
+            metric.update(rec)
+        self.log_dict({f"{stage}/{k}": m for k, m in self.metrics[stage].items()}, prog_bar=True)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        probs = self.classify(x).softmax(dim=1)
+        probability, label = probs.max(dim=1)
+        return {"label": label, "probability": probability, "probs": probs}
+
+    def configure_optimizers(self):
+        ae_opt, disc_opt, gen_opt, cls_opt = self.optimizers_
+        autoencoder = [*self.encoder.parameters(), *self.decoder.parameters()]
+        discriminators = [*self.disc_z.parameters(), *self.disc_y.parameters()]
+        optimizers = [
+            ae_opt(autoencoder),
+            disc_opt(discriminators),
+            gen_opt(self.encoder.parameters()),
+            cls_opt(self.encoder.parameters()),
+        ]
+        schedulers = [
+            make(opt) for make, opt in zip(self.schedulers_, optimizers, strict=True) if make
+        ]
+        return optimizers, schedulers

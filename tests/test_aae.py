@@ -1,0 +1,291 @@
+"""The adversarial autoencoder: phases, the adversarial game, DDP, checkpoints, photos."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pytorch_lightning import Trainer
+
+from autoencoders.callbacks import PredictionWriter
+from autoencoders.data.images import UserImages, mnist_like
+from autoencoders.models import AdversarialAutoencoder
+from autoencoders.nn import MLP, MLPDecoder, MLPEncoder
+from experiments.__main__ import main
+from tests.helpers import build
+
+ROOT = Path(__file__).parents[1]
+
+
+def small_aae(**kwargs) -> AdversarialAutoencoder:
+    return AdversarialAutoencoder(
+        encoder=MLPEncoder(latent_dim=12, hidden=[64]),
+        decoder=MLPDecoder(latent_dim=12, hidden=[64]),
+        disc_z=MLP(2, [32], 1),
+        disc_y=MLP(10, [32], 1),
+        n_classes=10,
+        style_dim=2,
+        **kwargs,
+    )
+
+
+def test_each_phase_changes_only_its_own_parameters(fake_root, monkeypatch, tmp_path):
+    model, datamodule = build("aae", fake_root, "--data.val_size", "1000")
+    owners = {"encoder", "decoder", "disc_z", "disc_y"}
+    changed_by_phase = []
+    original = model._step
+
+    def recording_step(optimizer, loss):
+        before = {k: v.detach().clone() for k, v in model.named_parameters()}
+        result = original(optimizer, loss)
+        changed = {
+            k.split(".")[0] for k, v in model.named_parameters() if not torch.equal(v, before[k])
+        }
+        assert changed <= owners
+        changed_by_phase.append(changed)
+        return result
+
+    monkeypatch.setattr(model, "_step", recording_step)
+    trainer = Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    assert changed_by_phase == [
+        {"encoder", "decoder"},  # 1. reconstruction
+        {"disc_z", "disc_y"},  # 2a. discriminators
+        {"encoder"},  # 2b. generator
+        {"encoder"},  # 3. labelled cross-entropy
+    ]
+
+
+def adversarial_training(train_generator: bool, steps: int = 300) -> tuple[float, float]:
+    """Style codes start 4 units away from the N(0, I) prior; returns the norm of their mean
+    before and after ``steps`` of the discriminator phase (and the generator phase)."""
+    torch.manual_seed(0)
+    model = small_aae()
+    with torch.no_grad():
+        model.encoder.net[-1].bias[10:] += 4.0
+    x = torch.randn(512, 1, 28, 28)
+    _, opt_disc, opt_gen, _ = model.configure_optimizers()[0]
+
+    def mean_norm() -> float:
+        with torch.no_grad():
+            return float(model.embed(x).mean(0).norm())
+
+    start = mean_norm()
+    for _ in range(steps):
+        batch = x[torch.randint(len(x), (128,))]
+        loss, _ = model.discriminator_loss(batch)
+        opt_disc.zero_grad(), loss.backward(), opt_disc.step()
+        if train_generator:
+            loss = model.generator_loss(batch)
+            opt_gen.zero_grad(), loss.backward(), opt_gen.step()
+    return start, mean_norm()
+
+
+def test_generator_phase_moves_codes_toward_the_prior():
+    start, end = adversarial_training(train_generator=True)
+    assert end < 0.4 * start
+    start, end = adversarial_training(train_generator=False)
+    assert end == pytest.approx(start), "without the generator phase the codes stay put"
+
+
+def test_classification_uses_logits_once(monkeypatch):
+    model = small_aae()
+    x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    expected = torch.nn.functional.cross_entropy(model.classify(x), y)
+    torch.testing.assert_close(model.classification_loss(x, y), expected)
+
+
+def test_reconstruction_target_is_the_clean_image():
+    model = small_aae(input_noise=0.5)
+    x = torch.rand(4, 1, 28, 28)
+    torch.manual_seed(0)
+    loss = model.reconstruction_loss(x)
+    torch.manual_seed(0)
+    noisy = x + 0.5 * torch.randn_like(x)
+    logits = model(noisy)
+    expected = (
+        torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none")
+        .flatten(1)
+        .sum(1)
+        .mean()
+    )
+    torch.testing.assert_close(loss, expected)
+
+
+def test_sample_generates_the_requested_classes():
+    model = small_aae()
+    images = model.sample(6, torch.tensor([0, 1, 2, 3, 4, 5]))
+    assert images.shape == (6, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
+
+
+def test_checkpoint_restores_optimizer_and_scheduler_states(fake_root):
+    args = [
+        "--data.root",
+        fake_root,
+        "--data.val_size",
+        "1000",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "3",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+    first = main(["fit", "--config", "aae_seed", *args])
+    last = Path(first.trainer.checkpoint_callback.last_model_path)
+    checkpoint = torch.load(last, weights_only=True)
+    assert len(checkpoint["optimizer_states"]) == 4
+    assert [s["last_epoch"] for s in checkpoint["lr_schedulers"]] == [1, 1]
+    resumed = main(
+        [
+            "fit",
+            "--config",
+            "aae_seed",
+            *args[:-6],
+            "--trainer.max_epochs",
+            "1",
+            "--ckpt_path",
+            str(last),
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
+    for saved, live in zip(checkpoint["optimizer_states"], resumed.trainer.optimizers, strict=True):
+        assert saved["param_groups"][0]["lr"] == live.param_groups[0]["lr"]
+        state = live.state_dict()["state"]
+        for index, values in saved["state"].items():
+            torch.testing.assert_close(state[index]["momentum_buffer"], values["momentum_buffer"])
+    schedulers = [config.scheduler for config in resumed.trainer.lr_scheduler_configs]
+    assert [s.last_epoch for s in schedulers] == [1, 1]
+
+
+def test_ddp_on_two_cpu_processes(fake_root, tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments",
+            "fit",
+            "--config",
+            "aae",
+            "--data.root",
+            fake_root,
+            "--data.val_size",
+            "1000",
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.devices",
+            "2",
+            "--trainer.strategy",
+            "ddp_find_unused_parameters_true",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "4",
+            "--trainer.limit_val_batches",
+            "2",
+            "--trainer.enable_progress_bar",
+            "false",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "runs/aae/version_0/checkpoints/last.ckpt").is_file()
+
+
+def digit_photo(size, mode, light_background: bool) -> Image.Image:
+    """A drawn '1'-like stroke: a thick vertical bar, off centre, on paper."""
+    width, height = size
+    paper, ink = (235, 20) if light_background else (15, 240)
+    array = np.full((height, width), paper, dtype=np.uint8)
+    array[height // 5 : 4 * height // 5, width // 3 : width // 3 + max(2, width // 12)] = ink
+    image = Image.fromarray(array, "L")
+    return image.convert(mode)
+
+
+def test_mnist_like_preprocessing():
+    x = mnist_like(digit_photo((300, 200), "RGB", light_background=True))
+    assert x.shape == (1, 28, 28) and 0 <= x.min() and x.max() <= 1
+    rows, cols = torch.nonzero(x[0] > 0.3, as_tuple=True)
+    assert rows.max() - rows.min() + 1 in (19, 20, 21), "the longer side fits 20 pixels"
+    mass = x[0] / x[0].sum()
+    centre_row = (mass.sum(1) * torch.arange(28)).sum()
+    centre_col = (mass.sum(0) * torch.arange(28)).sum()
+    assert abs(centre_row - 14) < 1.5 and abs(centre_col - 14) < 1.5
+    dark = mnist_like(digit_photo((300, 200), "L", light_background=False))
+    torch.testing.assert_close(dark, x, atol=0.1, rtol=0), "same digit, either polarity"
+    assert x[0, 0, 0] == 0, "background is black like MNIST"
+
+
+def test_predict_on_photos_writes_csv_and_skips_broken_files(fake_root, tmp_path, capfd):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    digit_photo((64, 64), "RGB", True).save(photos / "a.png")
+    digit_photo((120, 90), "L", False).save(photos / "b.jpg")
+    digit_photo((28, 28), "RGBA", True).save(photos / "c.png")
+    (photos / "broken.png").write_bytes(b"not an image")
+    (photos / "notes.txt").write_text("ignored: not an image extension")
+    images = UserImages(photos)
+    assert [p.name for p in images.paths] == ["a.png", "b.jpg", "c.png"]
+    assert "broken.png" in capfd.readouterr().err
+
+    fit = main(
+        [
+            "fit",
+            "--config",
+            "aae",
+            "--data.root",
+            fake_root,
+            "--data.val_size",
+            "1000",
+            "--trainer.max_epochs",
+            "1",
+            "--trainer.limit_train_batches",
+            "2",
+            "--trainer.limit_val_batches",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
+    ckpt = fit.trainer.checkpoint_callback.last_model_path
+    predicted = main(
+        [
+            "predict",
+            "--config",
+            "aae",
+            "--data.root",
+            fake_root,
+            "--ckpt_path",
+            ckpt,
+            "--data.path",
+            str(photos),
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
+    writer = next(c for c in predicted.trainer.callbacks if isinstance(c, PredictionWriter))
+    assert writer.path.parent == Path(predicted.trainer.log_dir)
+    with open(writer.path) as f:
+        rows = list(csv.DictReader(f))
+    assert [Path(r["path"]).name for r in rows] == ["a.png", "b.jpg", "c.png"]
+    for row in rows:
+        assert 0 <= int(row["label"]) <= 9 and 0 < float(row["probability"]) <= 1
