@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-CONFIG ?= ae_mnist
+CONFIG ?= aae
 ARGS ?=
 SEEDS ?= 0 1 2
 

@@ -23,6 +23,10 @@ from pathlib import Path
 import torch
 
 BENCHMARKS = Path("BENCHMARKS.md")
+CHECKPOINTS = {
+    "best": "best checkpoint (lowest `val/loss`)",
+    "last": "last checkpoint (no model selection on labelled validation data)",
+}
 
 
 def machine() -> str:
@@ -102,14 +106,33 @@ def bench_data(args: argparse.Namespace) -> None:
     )
 
 
+def validation_curve(log_dir: str, start: float, tag: str) -> list[tuple[float, float]]:
+    """``(minutes since start, value)`` of every logged ``tag`` in a TensorBoard run."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(log_dir).Reload()
+    if tag not in events.Tags()["scalars"]:
+        return []
+    return [((e.wall_time - start) / 60, e.value) for e in events.Scalars(tag)]
+
+
+def curve_table(curves: list[list[tuple[float, float]]], tag: str) -> str:
+    """Mean minutes and mean ± s.e. of ``tag`` at each validation, over runs."""
+    lines = [f"| validation | minutes | {tag} |", "|---|---|---|"]
+    for i in range(min(len(c) for c in curves)):
+        minutes = statistics.mean(c[i][0] for c in curves)
+        lines.append(f"| {i + 1} | {minutes:.1f} | {mean_se([c[i][1] for c in curves])} |")
+    return "\n".join(lines)
+
+
 def bench_fit(args: argparse.Namespace) -> None:
     from experiments.__main__ import main
 
-    rows = []
+    rows, curves = [], {}
     for config in args.configs:
         results: dict[str, list[float]] = {}
         for seed in args.seeds:
-            start = time.perf_counter()
+            start_wall, start = time.time(), time.perf_counter()
             cli = main(
                 [
                     "fit",
@@ -123,7 +146,10 @@ def bench_fit(args: argparse.Namespace) -> None:
                 ]
             )
             seconds = time.perf_counter() - start
-            metrics = cli.trainer.test(ckpt_path="best", datamodule=cli.datamodule)[0]
+            if args.curve:
+                curve = validation_curve(cli.trainer.logger.log_dir, start_wall, args.curve)
+                curves.setdefault(config, []).append(curve)
+            metrics = cli.trainer.test(ckpt_path=args.ckpt, datamodule=cli.datamodule)[0]
             metrics["train_minutes"] = seconds / 60
             metrics["s_per_epoch"] = seconds / max(1, cli.trainer.current_epoch)
             for key, value in metrics.items():
@@ -144,8 +170,15 @@ def bench_fit(args: argparse.Namespace) -> None:
         name,
         header(f"Test metrics: {', '.join(args.configs)}", command)
         + "\nMean ± standard error over seeds (`--seed_everything`); every run is tested with its "
-        "best checkpoint (lowest `val/loss`). `test/mse` is the mean squared error per pixel, "
-        "`test/rec` the per-image reconstruction loss summed over pixels.\n\n" + "\n".join(lines),
+        + CHECKPOINTS[args.ckpt]
+        + ". `test/mse` is the mean squared error per pixel, `test/rec` the per-image "
+        "reconstruction loss summed over pixels.\n\n"
+        + "\n".join(lines)
+        + "".join(
+            f"\n\n`{args.curve}` of {config} against wall-clock time (training and validation):"
+            f"\n\n{curve_table(runs, args.curve)}"
+            for config, runs in curves.items()
+        ),
     )
 
 
@@ -158,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     fit.add_argument("--configs", nargs="+", required=True)
     fit.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     fit.add_argument("--name", help="section name in BENCHMARKS.md")
+    fit.add_argument("--ckpt", choices=sorted(CHECKPOINTS), default="best")
+    fit.add_argument("--curve", help="a validation metric to tabulate against time, e.g. val/acc")
     fit.add_argument("--args", nargs=argparse.REMAINDER, default=[], help="extra CLI arguments")
     args = parser.parse_args(argv)
     {"data": bench_data, "fit": bench_fit}[args.command](args)

@@ -1,11 +1,16 @@
-"""Shared test helpers: the shipped configs and models built from them the way the CLI does."""
+"""Shared test helpers: the shipped configs, models built from them the way the CLI does, and
+the arguments of a short run on the fake data."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from experiments.__main__ import CONFIGS, main
 
+ROOT = Path(__file__).parents[1]
 CONFIG_FILES = sorted(CONFIGS.glob("*.yaml"))
 CONFIG_IDS = [c.stem for c in CONFIG_FILES]
 
@@ -14,3 +19,21 @@ def build(config: str | Path, root: str, *overrides: str):
     """The model and data module of a config, instantiated by the CLI without running it."""
     cli = main(["--config", str(config), "--data.root", root, *overrides], run=False)
     return cli.model, cli.datamodule
+
+
+def short(root: str, *extra: str, train_batches: int = 3) -> list[str]:
+    """CLI arguments for one short epoch on the fake data (``extra`` comes last and wins)."""
+    return [
+        f"--data.root={root}", "--data.val_size=1000", "--trainer.max_epochs=1",
+        f"--trainer.limit_train_batches={train_batches}", "--trainer.limit_val_batches=1",
+        "--trainer.enable_progress_bar=false", *extra,
+    ]  # fmt: skip
+
+
+def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m experiments ARGS`` in a fresh process (what a user types)."""
+    return subprocess.run(
+        [sys.executable, "-m", "experiments", *args],
+        capture_output=True, text=True, timeout=300, cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip

@@ -1,9 +1,6 @@
 """The adversarial autoencoder: phases, the adversarial game, DDP, checkpoints, photos."""
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +14,7 @@ from autoencoders.data.images import UserImages, mnist_like
 from autoencoders.models import AdversarialAutoencoder
 from autoencoders.nn import MLP, MLPDecoder, MLPEncoder
 from experiments.__main__ import main
-from tests.helpers import build
-
-ROOT = Path(__file__).parents[1]
+from tests.helpers import build, run_module, short
 
 
 def small_aae(**kwargs) -> AdversarialAutoencoder:
@@ -131,39 +126,12 @@ def test_sample_generates_the_requested_classes():
 
 
 def test_checkpoint_restores_optimizer_and_scheduler_states(fake_root):
-    args = [
-        "--data.root",
-        fake_root,
-        "--data.val_size",
-        "1000",
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.limit_train_batches",
-        "3",
-        "--trainer.limit_val_batches",
-        "1",
-        "--trainer.enable_progress_bar",
-        "false",
-    ]
-    first = main(["fit", "--config", "aae_seed", *args])
+    first = main(["fit", "--config", "aae_seed", *short(fake_root)])
     last = Path(first.trainer.checkpoint_callback.last_model_path)
     checkpoint = torch.load(last, weights_only=True)
     assert len(checkpoint["optimizer_states"]) == 4
     assert [s["last_epoch"] for s in checkpoint["lr_schedulers"]] == [1, 1]
-    resumed = main(
-        [
-            "fit",
-            "--config",
-            "aae_seed",
-            *args[:-6],
-            "--trainer.max_epochs",
-            "1",
-            "--ckpt_path",
-            str(last),
-            "--trainer.enable_progress_bar",
-            "false",
-        ]
-    )
+    resumed = main(["fit", "--config", "aae_seed", *short(fake_root, f"--ckpt_path={last}")])
     for saved, live in zip(checkpoint["optimizer_states"], resumed.trainer.optimizers, strict=True):
         assert saved["param_groups"][0]["lr"] == live.param_groups[0]["lr"]
         state = live.state_dict()["state"]
@@ -174,39 +142,9 @@ def test_checkpoint_restores_optimizer_and_scheduler_states(fake_root):
 
 
 def test_ddp_on_two_cpu_processes(fake_root, tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments",
-            "fit",
-            "--config",
-            "aae",
-            "--data.root",
-            fake_root,
-            "--data.val_size",
-            "1000",
-            "--trainer.accelerator",
-            "cpu",
-            "--trainer.devices",
-            "2",
-            "--trainer.strategy",
-            "ddp_find_unused_parameters_true",
-            "--trainer.max_epochs",
-            "1",
-            "--trainer.limit_train_batches",
-            "4",
-            "--trainer.limit_val_batches",
-            "2",
-            "--trainer.enable_progress_bar",
-            "false",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    ddp = ["--trainer.accelerator=cpu", "--trainer.devices=2",
+           "--trainer.strategy=ddp_find_unused_parameters_true"]  # fmt: skip
+    result = run_module("fit", "--config", "aae", *short(fake_root, *ddp), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "runs/aae/version_0/checkpoints/last.ckpt").is_file()
 
@@ -247,41 +185,10 @@ def test_predict_on_photos_writes_csv_and_skips_broken_files(fake_root, tmp_path
     assert [p.name for p in images.paths] == ["a.png", "b.jpg", "c.png"]
     assert "broken.png" in capfd.readouterr().err
 
-    fit = main(
-        [
-            "fit",
-            "--config",
-            "aae",
-            "--data.root",
-            fake_root,
-            "--data.val_size",
-            "1000",
-            "--trainer.max_epochs",
-            "1",
-            "--trainer.limit_train_batches",
-            "2",
-            "--trainer.limit_val_batches",
-            "1",
-            "--trainer.enable_progress_bar",
-            "false",
-        ]
-    )
+    fit = main(["fit", "--config", "aae", *short(fake_root, train_batches=2)])
     ckpt = fit.trainer.checkpoint_callback.last_model_path
-    predicted = main(
-        [
-            "predict",
-            "--config",
-            "aae",
-            "--data.root",
-            fake_root,
-            "--ckpt_path",
-            ckpt,
-            "--data.path",
-            str(photos),
-            "--trainer.enable_progress_bar",
-            "false",
-        ]
-    )
+    predict = [f"--ckpt_path={ckpt}", f"--data.path={photos}"]
+    predicted = main(["predict", "--config", "aae", *short(fake_root, *predict)])
     writer = next(c for c in predicted.trainer.callbacks if isinstance(c, PredictionWriter))
     assert writer.path.parent == Path(predicted.trainer.log_dir)
     with open(writer.path) as f:
@@ -289,3 +196,15 @@ def test_predict_on_photos_writes_csv_and_skips_broken_files(fake_root, tmp_path
     assert [Path(r["path"]).name for r in rows] == ["a.png", "b.jpg", "c.png"]
     for row in rows:
         assert 0 <= int(row["label"]) <= 9 and 0 < float(row["probability"]) <= 1
+
+
+def test_random_shift_moves_whole_pixels_within_range():
+    from autoencoders.models.aae import random_shift
+
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, 0, 14, 14] = 1
+    shifted = random_shift(x, max_shift=2)
+    positions = torch.stack([torch.nonzero(img[0])[0] for img in shifted])
+    assert shifted.sum((1, 2, 3)).eq(1).all(), "one pixel stays one pixel"
+    assert (positions - 14).abs().max() <= 2
+    assert len({tuple(p) for p in positions.tolist()}) > 10, "offsets differ per image"

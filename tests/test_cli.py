@@ -1,7 +1,5 @@
 """The CLI over every shipped config, plus what a user expects around a run."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -9,34 +7,27 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from experiments.__main__ import CONFIGS, main, resolve_config
-from tests.helpers import CONFIG_FILES, CONFIG_IDS
+from tests.helpers import CONFIG_FILES, CONFIG_IDS, run_module, short
 
 
 @pytest.mark.parametrize("config", CONFIG_FILES, ids=CONFIG_IDS)
 def test_every_config_runs_fast_dev_run(config, fake_root):
-    cli = main(
-        ["fit", "--config", str(config), "--data.root", fake_root, "--trainer.fast_dev_run=true"]
-    )
+    args = [
+        "fit",
+        "--config",
+        str(config),
+        f"--data.root={fake_root}",
+        "--trainer.fast_dev_run=true",
+    ]
+    cli = main(args)
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
 
 
 def test_trainer_flags_pass_through(fake_root):
-    cli = main(
-        [
-            "fit",
-            "--config",
-            "conv_ae_fashion",
-            "--data.root",
-            fake_root,
-            "--trainer.fast_dev_run=true",
-            "--trainer.precision",
-            "bf16-mixed",
-            "--trainer.accelerator",
-            "cpu",
-        ]
-    )
+    flags = ["--trainer.precision=bf16-mixed", "--trainer.accelerator=cpu"]
+    cli = main(["fit", "--config", "conv_ae_fashion", *short(fake_root, *flags)])
     assert cli.trainer.precision == "bf16-mixed"
-    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    assert torch.isfinite(cli.trainer.callback_metrics["val/loss"])
 
 
 def test_bare_names_resolve_to_the_shipped_configs(tmp_path):
@@ -49,26 +40,7 @@ def test_bare_names_resolve_to_the_shipped_configs(tmp_path):
 
 def short_fit(fake_root, *extra, config="ae_mnist"):
     return main(
-        [
-            "fit",
-            "--config",
-            config,
-            "--data.root",
-            fake_root,
-            "--data.val_size",
-            "1000",
-            "--trainer.max_epochs",
-            "1",
-            "--trainer.limit_train_batches",
-            "3",
-            "--trainer.limit_val_batches",
-            "2",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.log_every_n_steps",
-            "1",
-            *extra,
-        ]
+        ["fit", "--config", config, *short(fake_root, "--trainer.log_every_n_steps=1", *extra)]
     )
 
 
@@ -88,91 +60,37 @@ def test_a_run_writes_scalars_images_and_best_and_last_checkpoints(fake_root):
 def test_resume_continues_exactly(fake_root):
     """Two epochs in one go equal one epoch, then a resume from its last checkpoint: same data
     order and same dropout masks (conv_ae_fashion has dropout 0.2)."""
-    args = ["--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "1"]
-    config = "conv_ae_fashion"
-    straight = short_fit(fake_root, "--trainer.max_epochs", "2", *args, config=config)
-    short_fit(fake_root, *args, config=config)
+    config, batches = "conv_ae_fashion", "--trainer.limit_train_batches=4"
+    straight = short_fit(fake_root, batches, "--trainer.max_epochs=2", config=config)
+    short_fit(fake_root, batches, config=config)
     last = f"runs/{config}/version_1/checkpoints/last.ckpt"
     resumed = short_fit(
-        fake_root, "--trainer.max_epochs", "2", "--ckpt_path", last, *args, config=config
+        fake_root, batches, "--trainer.max_epochs=2", f"--ckpt_path={last}", config=config
     )
     assert resumed.trainer.global_step == straight.trainer.global_step == 8
-    for (name, a), b in zip(
+    pairs = zip(
         straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
-    ):
+    )
+    for (name, a), b in pairs:
         torch.testing.assert_close(a, b, msg=name)
 
 
 def test_test_and_predict_subcommands_use_a_checkpoint(fake_root):
     short_fit(fake_root)
-    last = "runs/ae_mnist/version_0/checkpoints/last.ckpt"
-    tested = main(
-        [
-            "test",
-            "--config",
-            "ae_mnist",
-            "--data.root",
-            fake_root,
-            "--data.val_size",
-            "1000",
-            "--ckpt_path",
-            last,
-        ]
-    )
+    last = "--ckpt_path=runs/ae_mnist/version_0/checkpoints/last.ckpt"
+    tested = main(["test", "--config", "ae_mnist", *short(fake_root, last)])
     assert "test/mse" in tested.trainer.callback_metrics
-    predicted = main(
-        [
-            "predict",
-            "--config",
-            "ae_mnist",
-            "--data.root",
-            fake_root,
-            "--data.val_size",
-            "1000",
-            "--ckpt_path",
-            last,
-            "--trainer.limit_predict_batches",
-            "1",
-        ]
-    )
+    predicted = main(["predict", "--config", "ae_mnist", *short(fake_root, last)])
     assert predicted.trainer.predict_loop.predictions is not None
 
 
 def test_ddp_on_two_cpu_processes(fake_root, tmp_path):
     """A real 2-process DDP fit through the CLI: each rank reads its own shard."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments",
-            "fit",
-            "--config",
-            "ae_mnist",
-            "--data.root",
-            fake_root,
-            "--data.val_size",
-            "1000",
-            "--trainer.accelerator",
-            "cpu",
-            "--trainer.devices",
-            "2",
-            "--trainer.strategy",
-            "ddp",
-            "--trainer.max_epochs",
-            "1",
-            "--trainer.limit_val_batches",
-            "2",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.callbacks+=tests.shard_recorder.ShardRecorder",
-            f"--trainer.callbacks.init_args.folder={tmp_path}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parents[1])},
-    )
+    ddp = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
+           "--trainer.limit_train_batches=null",
+           "--trainer.callbacks+=tests.shard_recorder.ShardRecorder",
+           f"--trainer.callbacks.init_args.folder={tmp_path}"]  # fmt: skip
+    result = run_module("fit", "--config", "ae_mnist", *short(fake_root, *ddp), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     shards = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     assert len(shards[0]) == len(shards[1]) == (6000 - 1000) // 2

@@ -1,6 +1,4 @@
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,6 +9,7 @@ from autoencoders.data import DataError, MNISTDataModule, PneumoniaMNISTDataModu
 from autoencoders.data.base import EpochShuffle
 from autoencoders.data.splits import balanced_indices, holdout_indices, labelled_indices
 from tests.fakedata import MNIST_SIZES, PNEUMONIA_SIZES
+from tests.helpers import run_module
 
 
 def fingerprints(images: torch.Tensor) -> set[int]:
@@ -188,23 +187,8 @@ def test_root_defaults_to_the_environment(fake_root, monkeypatch):
 
 
 def test_cli_reports_missing_data_in_one_message(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments",
-            "fit",
-            "--config",
-            "ae_mnist",
-            "--data.root",
-            str(tmp_path / "nowhere"),
-            "--data.download",
-            "false",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    missing = [f"--data.root={tmp_path / 'nowhere'}", "--data.download=false"]
+    result = run_module("fit", "--config", "ae_mnist", *missing, cwd=tmp_path)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "error: MNIST not found" in result.stderr and "AUTOENCODERS_DATA" in result.stderr

@@ -42,6 +42,9 @@ class AdversarialAutoencoder(LightningModule):
         loss: reconstruction loss, ``"bce"`` or ``"mse"``.
         input_noise: std of Gaussian noise added to encoder inputs in training; the
             reconstruction target stays the clean image.
+        max_shift: training images (labelled and unlabelled) are translated by up to this many
+            pixels in each direction, a new random shift per image and step; the reconstruction
+            target is the shifted clean image. 0 turns it off.
         disc_noise: std of Gaussian noise added to the discriminators' inputs (both real and fake).
         label_smoothing: one-sided smoothing: the discriminators' target for prior samples is
             ``1 - label_smoothing``.
@@ -67,6 +70,7 @@ class AdversarialAutoencoder(LightningModule):
         prior_std: float = 1.0,
         loss: Literal["bce", "mse"] = "bce",
         input_noise: float = 0.0,
+        max_shift: int = 0,
         disc_noise: float = 0.0,
         label_smoothing: float = 0.0,
         rec_weight: float = 1.0,
@@ -145,6 +149,11 @@ class AdversarialAutoencoder(LightningModule):
             return x
         return x + self.hparams.input_noise * torch.randn_like(x)
 
+    def _shifted(self, x: Tensor) -> Tensor:
+        if self.hparams.max_shift <= 0:
+            return x
+        return random_shift(x, self.hparams.max_shift)
+
     def _critic(self, disc: nn.Module, codes: Tensor) -> Tensor:
         if self.hparams.disc_noise > 0:
             codes = codes + self.hparams.disc_noise * torch.randn_like(codes)
@@ -207,6 +216,9 @@ class AdversarialAutoencoder(LightningModule):
         else:  # unsupervised clustering: (x, y) with y unused
             x = batch[0]
         opt_ae, opt_disc, opt_gen, opt_cls = self.optimizers()
+        x = self._shifted(x)
+        if labelled is not None:
+            labelled = (self._shifted(labelled[0]), labelled[1])
         rec = self._step(opt_ae, self.reconstruction_loss(x))
         disc, disc_logs = self.discriminator_loss(x)
         self._step(opt_disc, disc)
@@ -256,3 +268,16 @@ class AdversarialAutoencoder(LightningModule):
             make(opt) for make, opt in zip(self.schedulers_, optimizers, strict=True) if make
         ]
         return optimizers, schedulers
+
+
+def random_shift(x: Tensor, max_shift: int) -> Tensor:
+    """Translates each image by its own random whole-pixel offset in ``[-max_shift, max_shift]``
+    along each axis, filling with zeros (black, the MNIST background)."""
+    n, _, height, width = x.shape
+    offsets = torch.randint(-max_shift, max_shift + 1, (n, 2), device=x.device).float()
+    theta = torch.zeros(n, 2, 3, device=x.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    theta[:, 0, 2] = -2 * offsets[:, 0] / width
+    theta[:, 1, 2] = -2 * offsets[:, 1] / height
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
