@@ -2,6 +2,7 @@
 
     python -m experiments.bench data                       # in-memory loader vs ToTensor DataLoader
     python -m experiments.bench fit --configs ae_mnist --seeds 0 1 2 [--args --trainer.max_epochs 5]
+    python -m experiments.bench table --name NAME          # rewrite a section from runs/bench/
 
 Each command replaces its own section of ``BENCHMARKS.md`` (between ``<!-- bench:NAME -->``
 markers) and leaves the others alone.
@@ -10,6 +11,7 @@ markers) and leaves the others alone.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -23,6 +25,7 @@ from pathlib import Path
 import torch
 
 BENCHMARKS = Path("BENCHMARKS.md")
+RECORDS = Path("runs/bench")
 CHECKPOINTS = {
     "best": "best checkpoint (lowest `val/loss`)",
     "last": "last checkpoint (no model selection on labelled validation data)",
@@ -106,10 +109,12 @@ def bench_data(args: argparse.Namespace) -> None:
     )
 
 
-def validation_curve(log_dir: str, start: float, tag: str) -> list[tuple[float, float]]:
+def validation_curve(log_dir: str, start: float, tag: str | None) -> list[tuple[float, float]]:
     """``(minutes since start, value)`` of every logged ``tag`` in a TensorBoard run."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    if tag is None:
+        return []
     events = EventAccumulator(log_dir).Reload()
     if tag not in events.Tags()["scalars"]:
         return []
@@ -126,59 +131,61 @@ def curve_table(curves: list[list[tuple[float, float]]], tag: str) -> str:
 
 
 def bench_fit(args: argparse.Namespace) -> None:
+    """Trains and tests every (config, seed); each run is appended to ``runs/bench/NAME.jsonl``
+    as soon as it ends, and the section is rewritten from all runs recorded under that name, so
+    seeds can run in separate processes (``--seeds 1`` and ``--seeds 2`` side by side)."""
     from experiments.__main__ import main
 
-    rows, curves = [], {}
+    name = args.name or "fit-" + "-".join(args.configs)
+    record_file = RECORDS / f"{name}.jsonl"
+    record_file.parent.mkdir(parents=True, exist_ok=True)
+    command = "python -m experiments.bench " + " ".join(sys.argv[1:])
     for config in args.configs:
-        results: dict[str, list[float]] = {}
         for seed in args.seeds:
             start_wall, start = time.time(), time.perf_counter()
-            cli = main(
-                [
-                    "fit",
-                    "--config",
-                    config,
-                    "--seed_everything",
-                    str(seed),
-                    "--trainer.enable_progress_bar",
-                    "false",
-                    *args.args,
-                ]
-            )
+            cli = main(["fit", "--config", config, f"--seed_everything={seed}",
+                        "--trainer.enable_progress_bar=false", *args.args])  # fmt: skip
             seconds = time.perf_counter() - start
-            if args.curve:
-                curve = validation_curve(cli.trainer.logger.log_dir, start_wall, args.curve)
-                curves.setdefault(config, []).append(curve)
+            curve = validation_curve(cli.trainer.logger.log_dir, start_wall, args.curve)
             metrics = cli.trainer.test(ckpt_path=args.ckpt, datamodule=cli.datamodule)[0]
             metrics["train_minutes"] = seconds / 60
             metrics["s_per_epoch"] = seconds / max(1, cli.trainer.current_epoch)
-            for key, value in metrics.items():
-                results.setdefault(key, []).append(float(value))
-        rows.append((config, len(args.seeds), results))
-    keys = sorted({k for _, _, r in rows for k in r if k.startswith("test/")})
+            record = {"config": config, "seed": seed, "ckpt": args.ckpt, "curve_tag": args.curve,
+                      "metrics": metrics, "curve": curve, "command": command,
+                      "log_dir": cli.trainer.logger.log_dir}  # fmt: skip
+            with open(record_file, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            write_table(name)
+
+
+def write_table(name: str) -> None:
+    """Rewrites the section ``name`` from every run recorded in ``runs/bench/NAME.jsonl``."""
+    records = [json.loads(line) for line in (RECORDS / f"{name}.jsonl").read_text().splitlines()]
+    configs = list(dict.fromkeys(r["config"] for r in records))
+    keys = sorted({k for r in records for k in r["metrics"] if k.startswith("test/")})
     keys += ["train_minutes", "s_per_epoch"]
-    lines = [
-        "| config | seeds | " + " | ".join(keys) + " |",
-        "|---" * (len(keys) + 2) + "|",
-    ]
-    for config, n, results in rows:
-        cells = [mean_se(results[k]) if k in results else "" for k in keys]
-        lines.append(f"| {config} | {n} | " + " | ".join(cells) + " |")
-    name = args.name or "fit-" + "-".join(args.configs)
-    command = "python -m experiments.bench " + " ".join(sys.argv[1:])
+    lines = ["| config | seeds | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
+    curves = []
+    for config in configs:
+        runs = [r for r in records if r["config"] == config]
+        cells = [mean_se([r["metrics"][k] for r in runs if k in r["metrics"]]) for k in keys]
+        seeds = ", ".join(str(r["seed"]) for r in runs)
+        lines.append(f"| {config} | {seeds} | " + " | ".join(cells) + " |")
+        tag = runs[0]["curve_tag"]
+        if tag and all(r["curve"] for r in runs):
+            curves.append(
+                f"\n\n`{tag}` of {config} against wall-clock minutes since the start of "
+                f"training (validation included):\n\n{curve_table([r['curve'] for r in runs], tag)}"
+            )
+    commands = sorted({r["command"] for r in records})
     write_section(
         name,
-        header(f"Test metrics: {', '.join(args.configs)}", command)
-        + "\nMean ± standard error over seeds (`--seed_everything`); every run is tested with its "
-        + CHECKPOINTS[args.ckpt]
-        + ". `test/mse` is the mean squared error per pixel, `test/rec` the per-image "
-        "reconstruction loss summed over pixels.\n\n"
+        header(f"Test metrics: {', '.join(configs)}", "`, `".join(commands))
+        + f"\nMean ± standard error over seeds (`--seed_everything`); every run is tested with its "
+        f"{CHECKPOINTS[records[0]['ckpt']]}. `test/mse` is the mean squared error per pixel, "
+        "`test/rec` the per-image reconstruction loss summed over pixels.\n\n"
         + "\n".join(lines)
-        + "".join(
-            f"\n\n`{args.curve}` of {config} against wall-clock time (training and validation):"
-            f"\n\n{curve_table(runs, args.curve)}"
-            for config, runs in curves.items()
-        ),
+        + "".join(curves),
     )
 
 
@@ -194,8 +201,13 @@ def main(argv: list[str] | None = None) -> None:
     fit.add_argument("--ckpt", choices=sorted(CHECKPOINTS), default="best")
     fit.add_argument("--curve", help="a validation metric to tabulate against time, e.g. val/acc")
     fit.add_argument("--args", nargs=argparse.REMAINDER, default=[], help="extra CLI arguments")
+    table = sub.add_parser("table", help="rewrite a section from its recorded runs")
+    table.add_argument("--name", required=True)
     args = parser.parse_args(argv)
-    {"data": bench_data, "fit": bench_fit}[args.command](args)
+    if args.command == "table":
+        write_table(args.name)
+    else:
+        {"data": bench_data, "fit": bench_fit}[args.command](args)
 
 
 if __name__ == "__main__":

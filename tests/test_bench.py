@@ -19,3 +19,18 @@ def test_mean_and_standard_error():
 def test_curve_table_averages_runs():
     table = bench.curve_table([[(1.0, 0.5), (2.0, 0.7)], [(3.0, 0.7), (4.0, 0.9)]], "val/acc")
     assert "| 1 | 2.0 | 0.6 ± 0.1 |" in table and "| 2 | 3.0 | 0.8 ± 0.1 |" in table
+
+
+def test_fit_records_runs_and_tabulates_them(fake_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "BENCHMARKS", tmp_path / "BENCHMARKS.md")
+    monkeypatch.setattr(bench, "RECORDS", tmp_path / "records")
+    quick = [f"--data.root={fake_root}", "--data.val_size=1000", "--trainer.max_epochs=1",
+             "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+             "--trainer.limit_test_batches=1"]  # fmt: skip
+    for seed in ("0", "1"):  # two processes' worth of runs under one name
+        bench.main(["fit", "--configs", "ae_mnist", "--seeds", seed, "--name", "t",
+                    "--curve", "val/loss", "--args", *quick])  # fmt: skip
+    assert len((tmp_path / "records/t.jsonl").read_text().splitlines()) == 2
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| ae_mnist | 0, 1 |" in text and "±" in text
+    assert "`val/loss` of ae_mnist" in text
