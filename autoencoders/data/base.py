@@ -1,0 +1,154 @@
+"""In-memory image datasets and the pieces every DataModule of this package shares.
+
+Datasets this size fit in memory: each is decoded once into a ``uint8`` tensor and batches are
+cut from it by index (``Dataset.__getitems__``), which is an order of magnitude faster on a small
+CPU than a per-sample PIL ``ToTensor`` pipeline. The loaders are ordinary ``DataLoader`` objects
+with a ``batch_size`` and a sampler, so Lightning swaps in a ``DistributedSampler`` under DDP and
+every rank reads its own shard.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from pytorch_lightning import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+DATA_ENV = "AUTOENCODERS_DATA"
+
+
+class DataError(RuntimeError):
+    """A dataset is missing, cannot be downloaded, or cannot be read; the message says what to do."""
+
+
+def default_root() -> str:
+    """The data root: ``$AUTOENCODERS_DATA`` when set, else ``./data``."""
+    return os.environ.get(DATA_ENV) or "data"
+
+
+def short_reason(err: Exception) -> str:
+    """The first lines of an exception's message, enough to tell why a download failed."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return " ".join(lines[:3])[:400] or repr(err)
+
+
+def missing_files_message(name: str, root: str | Path, files: list[Path], reason: str = "") -> str:
+    """One readable message for a dataset whose files are not where they should be."""
+    lines = [
+        f"{name} not found under the data root '{Path(root).resolve()}'.",
+        "Expected files:",
+        *[f"  {f}" for f in files],
+        f"Point ${DATA_ENV} (or --data.root) at the folder that holds them, or let the data "
+        "module download them (--data.download true, needs a network).",
+    ]
+    if reason:
+        lines.append(f"Download failed: {reason}")
+    return "\n".join(lines)
+
+
+class InMemoryImages(Dataset):
+    """Images held as one ``uint8`` tensor, returned as float batches in ``[0, 1]``.
+
+    Args:
+        images: ``uint8`` tensor ``[N, H, W]`` or ``[N, C, H, W]``.
+        targets: integer labels ``[N]``; ``None`` makes the dataset yield images only.
+        dynamic_binarize: sample each pixel from Bernoulli(intensity) every time it is read.
+    """
+
+    def __init__(
+        self, images: Tensor, targets: Tensor | None = None, dynamic_binarize: bool = False
+    ) -> None:
+        self.images = images if images.dim() == 4 else images.unsqueeze(1)
+        self.targets = targets
+        self.dynamic_binarize = dynamic_binarize
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitems__(self, indices: list[int]) -> Tensor | tuple[Tensor, Tensor]:
+        index = torch.as_tensor(indices)
+        x = self.images[index].float().div_(255)
+        if self.dynamic_binarize:
+            x = torch.bernoulli(x)
+        if self.targets is None:
+            return x
+        return x, self.targets[index]
+
+    def __getitem__(self, i: int) -> Tensor | tuple[Tensor, Tensor]:
+        batch = self.__getitems__([i])
+        return batch[0] if self.targets is None else (batch[0][0], batch[1][0])
+
+
+def _whole_batch(batch):
+    """The dataset already returns a collated batch: pass it through."""
+    return batch
+
+
+class EpochShuffle(RandomSampler):
+    """A random permutation that depends only on ``seed`` and the epoch.
+
+    Lightning calls ``set_epoch`` before every epoch, so a run resumed from a checkpoint sees the
+    same order as an uninterrupted one. Under DDP Lightning replaces it (it is a
+    ``RandomSampler``) with a ``DistributedSampler`` that does the same per rank.
+    """
+
+    def __init__(self, data_source: Dataset, seed: int) -> None:
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
+
+
+def batch_loader(dataset: InMemoryImages, batch_size: int, shuffle: bool) -> DataLoader:
+    """A ``DataLoader`` that fetches each batch with a single tensor index.
+
+    Shuffling follows the global seed (``seed_everything``) and the epoch, see ``EpochShuffle``.
+    """
+    sampler = EpochShuffle(dataset, torch.initial_seed()) if shuffle else None
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=_whole_batch)
+
+
+def static_binarize(images: Tensor, seed: int) -> Tensor:
+    """Samples a fixed binarization of ``uint8`` images (0 or 255) with its own generator."""
+    generator = torch.Generator().manual_seed(seed)
+    probs = images.float().div(255)
+    return (torch.bernoulli(probs, generator=generator) * 255).to(torch.uint8)
+
+
+class InMemoryDataModule(LightningDataModule):
+    """Shared loaders over ``self.train_set``, ``self.val_set`` and ``self.test_set``.
+
+    Subclasses download in ``prepare_data`` and build the three ``InMemoryImages`` in ``setup``.
+    ``predict`` runs over the test set.
+    """
+
+    train_set: InMemoryImages
+    val_set: InMemoryImages
+    test_set: InMemoryImages
+
+    def __init__(self, root: str | None, batch_size: int, seed: int) -> None:
+        super().__init__()
+        self.root = Path(root if root is not None else default_root())
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def train_dataloader(self):
+        return batch_loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return batch_loader(self.val_set, self.batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return batch_loader(self.test_set, self.batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()

@@ -1,0 +1,100 @@
+"""PneumoniaMNIST for anomaly detection: train on healthy images only, evaluate on both classes."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from autoencoders.data.base import (
+    DataError,
+    InMemoryDataModule,
+    InMemoryImages,
+    missing_files_message,
+    short_reason,
+)
+from autoencoders.data.splits import balanced_indices
+
+FILE = "pneumoniamnist.npz"
+HEALTHY = 0
+
+
+class PneumoniaMNISTDataModule(InMemoryDataModule):
+    """PneumoniaMNIST (28x28 chest X-rays; 0 = normal, 1 = pneumonia) as an anomaly split.
+
+    Training holds the healthy (label 0) images of the official train split only. Validation and
+    test hold both classes; with ``balanced_eval`` the majority class is subsampled (seeded) to the
+    size of the minority, as seed 001 did (135 + 135 validation, 234 + 234 test images).
+
+    Args:
+        root: folder holding ``pneumoniamnist.npz``; defaults to ``$AUTOENCODERS_DATA``, else
+            ``./data``.
+        batch_size: images per batch.
+        balanced_eval: subsample validation and test to equal class sizes.
+        download: download a missing file with medmnist (needs a network).
+        seed: seed of the balanced subsampling.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        batch_size: int = 64,
+        balanced_eval: bool = True,
+        download: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(root, batch_size, seed)
+        self.save_hyperparameters()
+
+    @property
+    def path(self):
+        return self.root / FILE
+
+    def prepare_data(self) -> None:
+        if self.path.is_file():
+            return
+        reason = "downloads are off (download: false)"
+        if self.hparams.download:
+            try:
+                import medmnist
+
+                self.root.mkdir(parents=True, exist_ok=True)
+                medmnist.PneumoniaMNIST(split="train", root=str(self.root), download=True)
+                return
+            except Exception as err:
+                reason = short_reason(err)
+        raise DataError(missing_files_message("PneumoniaMNIST", self.root, [self.path], reason))
+
+    def _load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        if not self.path.is_file():
+            raise DataError(missing_files_message("PneumoniaMNIST", self.root, [self.path]))
+        splits = {}
+        try:
+            with np.load(self.path) as npz:
+                for split in ("train", "val", "test"):
+                    images = torch.from_numpy(npz[f"{split}_images"])
+                    labels = torch.from_numpy(npz[f"{split}_labels"]).long().flatten()
+                    if images.dim() != 3 or len(images) != len(labels):
+                        raise ValueError(
+                            f"{split}: images {tuple(images.shape)}, labels {tuple(labels.shape)}"
+                        )
+                    splits[split] = (images.to(torch.uint8), labels)
+        except Exception as err:
+            raise DataError(
+                f"could not read {self.path}: {err}. The file looks corrupt: delete it to download "
+                "again, or restore it."
+            ) from None
+        return splits
+
+    def setup(self, stage: str | None = None) -> None:
+        if hasattr(self, "test_set"):
+            return
+        splits = self._load()
+        images, labels = splits["train"]
+        healthy = labels == HEALTHY
+        self.train_set = InMemoryImages(images[healthy], labels[healthy])
+        for split in ("val", "test"):
+            images, labels = splits[split]
+            if self.hparams.balanced_eval:
+                keep = balanced_indices(labels, self.seed)
+                images, labels = images[keep], labels[keep]
+            setattr(self, f"{split}_set", InMemoryImages(images, labels))
