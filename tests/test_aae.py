@@ -208,3 +208,16 @@ def test_random_shift_moves_whole_pixels_within_range():
     assert shifted.sum((1, 2, 3)).eq(1).all(), "one pixel stays one pixel"
     assert (positions - 14).abs().max() <= 2
     assert len({tuple(p) for p in positions.tolist()}) > 10, "offsets differ per image"
+
+
+def test_figures_line_up_with_the_scalars(fake_root):
+    """Four optimizer steps per batch: figures are written at the scalars' step (batches)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    fit = main(["fit", "--config", "aae", *short(fake_root, train_batches=2)])
+    assert fit.trainer.global_step == 8
+    events = EventAccumulator(fit.trainer.logger.log_dir, size_guidance={"images": 0}).Reload()
+    scalar_step = events.Scalars("val/acc")[-1].step
+    assert scalar_step < 8
+    for tag in ("val/samples_by_class", "val/latent_vs_prior", "val/confusion_matrix"):
+        assert [image.step for image in events.Images(tag)] == [scalar_step]

@@ -7,7 +7,7 @@ import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from autoencoders.callbacks.image_grid import tensorboard
+from autoencoders.callbacks.image_grid import logged_step, tensorboard
 
 
 class ClassificationMetrics(Callback):
@@ -84,7 +84,7 @@ class ClassificationMetrics(Callback):
         if writer is not None and trainer.is_global_zero and not trainer.sanity_checking:
             fig, _ = self.confusion.plot(confusion)
             fig.set_size_inches(6, 6)
-            writer.add_figure(f"{stage}/confusion_matrix", fig, trainer.global_step)
+            writer.add_figure(f"{stage}/confusion_matrix", fig, logged_step(trainer))
             plt.close(fig)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:

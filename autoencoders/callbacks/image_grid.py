@@ -17,6 +17,13 @@ def tensorboard(trainer: Trainer):
     return None
 
 
+def logged_step(trainer: Trainer) -> int:
+    """The step Lightning gives logged scalars (batches trained so far), so figures line up with
+    them. ``trainer.global_step`` counts every optimizer step: four per batch for the
+    adversarial autoencoder (Lightning #17958)."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
 class ReconstructionGrid(Callback):
     """After every validation, writes originals (top row) above their reconstructions.
 
@@ -45,7 +52,7 @@ class ReconstructionGrid(Callback):
         writer = tensorboard(trainer)
         if writer is None or self.images is None or trainer.sanity_checking:
             return
-        step = trainer.global_step
+        step = logged_step(trainer)
         with torch.no_grad():
             x = self.images.to(pl_module.device)
             rows = torch.cat([x, pl_module.reconstruct(x).clamp(0, 1)])
@@ -77,5 +84,5 @@ class ClassSampleGrid(Callback):
         with torch.no_grad():
             images = pl_module.sample(len(labels), labels)
         writer.add_image(
-            "val/samples_by_class", make_grid(images, nrow=self.per_class), trainer.global_step
+            "val/samples_by_class", make_grid(images, nrow=self.per_class), logged_step(trainer)
         )

@@ -8,7 +8,7 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from pytorch_lightning.utilities import rank_zero_only
 from sklearn.decomposition import PCA
 
-from autoencoders.callbacks.image_grid import tensorboard
+from autoencoders.callbacks.image_grid import logged_step, tensorboard
 
 
 class LatentPriorFigure(Callback):
@@ -54,5 +54,5 @@ class LatentPriorFigure(Callback):
         fig.colorbar(points, ax=ax, label="label")
         ax.legend(loc="upper right")
         ax.set_title("codes of validation images vs prior")
-        writer.add_figure("val/latent_vs_prior", fig, trainer.global_step)
+        writer.add_figure("val/latent_vs_prior", fig, logged_step(trainer))
         plt.close(fig)

@@ -21,7 +21,7 @@ DATA_ENV = "AUTOENCODERS_DATA"
 
 
 class DataError(RuntimeError):
-    """A dataset is missing, cannot be downloaded, or cannot be read; the message says what to do."""
+    """A dataset is missing, cannot be downloaded or cannot be read; the message says what to do."""
 
 
 def default_root() -> str:

@@ -79,7 +79,9 @@ class MNISTDataModule(InMemoryDataModule):
 
     @property
     def semi_supervised(self) -> bool:
-        return self.hparams.labels_per_class is not None or self.hparams.labeled_fraction is not None
+        return (
+            self.hparams.labels_per_class is not None or self.hparams.labeled_fraction is not None
+        )
 
     @property
     def raw_files(self) -> list[Path]:
@@ -102,7 +104,9 @@ class MNISTDataModule(InMemoryDataModule):
 
     def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         if not all(f.is_file() for f in self.raw_files):
-            raise DataError(missing_files_message(self.dataset_cls.__name__, self.root, self.raw_files))
+            raise DataError(
+                missing_files_message(self.dataset_cls.__name__, self.root, self.raw_files)
+            )
         try:
             data = self.dataset_cls(str(self.root), train=train, download=False)
             images, targets = data.data, data.targets
@@ -112,8 +116,9 @@ class MNISTDataModule(InMemoryDataModule):
                 f"{err}. The files look corrupt: delete them to download again, or restore them."
             ) from None
         if images.dim() != 3 or len(images) != len(targets) or images.dtype != torch.uint8:
+            folder = self.raw_files[0].parent
             raise DataError(
-                f"{self.dataset_cls.__name__} files in {self.raw_files[0].parent} are inconsistent: "
+                f"{self.dataset_cls.__name__} files in {folder} are inconsistent: "
                 f"images {tuple(images.shape)}, labels {tuple(targets.shape)}"
             )
         return images, targets.long()
