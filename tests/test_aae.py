@@ -17,14 +17,15 @@ from experiments.__main__ import main
 from tests.helpers import build, run_module, short
 
 
-def small_aae(**kwargs) -> AdversarialAutoencoder:
+def small_aae(style_dim: int = 2, **kwargs) -> AdversarialAutoencoder:
+    """Encoder and decoder codes of 12 = 10 label logits + 2 style dimensions."""
     return AdversarialAutoencoder(
         encoder=MLPEncoder(latent_dim=12, hidden=[64]),
         decoder=MLPDecoder(latent_dim=12, hidden=[64]),
-        disc_z=MLP(2, [32], 1),
+        disc_z=MLP(style_dim, [32], 1),
         disc_y=MLP(10, [32], 1),
         n_classes=10,
-        style_dim=2,
+        style_dim=style_dim,
         **kwargs,
     )
 
@@ -95,7 +96,7 @@ def test_generator_phase_moves_codes_toward_the_prior():
     assert end == pytest.approx(start), "without the generator phase the codes stay put"
 
 
-def test_classification_uses_logits_once(monkeypatch):
+def test_classification_uses_logits_once():
     model = small_aae()
     x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
     expected = torch.nn.functional.cross_entropy(model.classify(x), y)
@@ -117,6 +118,11 @@ def test_reconstruction_target_is_the_clean_image():
         .mean()
     )
     torch.testing.assert_close(loss, expected)
+
+
+def test_code_sizes_are_checked_up_front():
+    with pytest.raises(ValueError, match="n_classes \\+ style_dim = 10 \\+ 5"):
+        small_aae(style_dim=5)
 
 
 def test_sample_generates_the_requested_classes():

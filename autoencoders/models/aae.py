@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from autoencoders import losses
+from autoencoders.models.autoencoder import check_latent_sizes
 
 
 class AdversarialAutoencoder(LightningModule):
@@ -88,6 +89,13 @@ class AdversarialAutoencoder(LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
+        check_latent_sizes(encoder, decoder)
+        code = getattr(encoder, "latent_dim", n_classes + style_dim)
+        if code != n_classes + style_dim:
+            raise ValueError(
+                f"encoder latent_dim={code} must equal n_classes + style_dim "
+                f"= {n_classes} + {style_dim}: label logits, then the style"
+            )
         self.encoder, self.decoder = encoder, decoder
         self.disc_z, self.disc_y = disc_z, disc_y
         self.optimizers_ = (ae_optimizer, disc_optimizer, gen_optimizer, cls_optimizer)
