@@ -150,6 +150,8 @@ def bench_fit(args: argparse.Namespace) -> None:
             metrics = cli.trainer.test(ckpt_path=args.ckpt, datamodule=cli.datamodule)[0]
             metrics["train_minutes"] = seconds / 60
             metrics["s_per_epoch"] = seconds / max(1, cli.trainer.current_epoch)
+            batches = cli.trainer.fit_loop.epoch_loop._batches_that_stepped
+            metrics["s_per_1k_batches"] = 1000 * seconds / max(1, batches)
             record = {"config": config, "seed": seed, "ckpt": args.ckpt, "curve_tag": args.curve,
                       "metrics": metrics, "curve": curve, "command": command,
                       "log_dir": cli.trainer.logger.log_dir}  # fmt: skip
@@ -163,7 +165,7 @@ def write_table(name: str) -> None:
     records = [json.loads(line) for line in (RECORDS / f"{name}.jsonl").read_text().splitlines()]
     configs = list(dict.fromkeys(r["config"] for r in records))
     keys = sorted({k for r in records for k in r["metrics"] if k.startswith("test/")})
-    keys += ["train_minutes", "s_per_epoch"]
+    keys += ["train_minutes", "s_per_epoch", "s_per_1k_batches"]
     lines = ["| config | seeds | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
     curves = []
     for config in configs:
@@ -182,8 +184,9 @@ def write_table(name: str) -> None:
         name,
         header(f"Test metrics: {', '.join(configs)}", "`, `".join(commands))
         + f"\nMean ± standard error over seeds (`--seed_everything`); every run is tested with its "
-        f"{CHECKPOINTS[records[0]['ckpt']]}. `test/mse` is the mean squared error per pixel, "
-        "`test/rec` the per-image reconstruction loss summed over pixels.\n\n"
+        f"{CHECKPOINTS[records[0]['ckpt']]}. Times are wall-clock training time, validation "
+        "included. `test/mse` is the mean squared error per pixel; `test/rec`, `test/kl`, "
+        "`test/nelbo`, `test/nll_iwae` are nats per image, summed over pixels.\n\n"
         + "\n".join(lines)
         + "".join(curves),
     )

@@ -37,26 +37,40 @@ def test_protocols_return_the_right_shapes(family):
     model, datamodule = family
     x = first_images(datamodule)
     model.eval()
+    protocols = [p for p in ("reconstruct", "embed", "anomaly_score", "classify", "elbo_terms")
+                 if hasattr(model, p)]  # fmt: skip
+    assert "embed" in protocols and len(protocols) >= 2
     with torch.no_grad():
-        assert model.reconstruct(x).shape == x.shape
-        assert model.reconstruct(x).min() >= 0 and model.reconstruct(x).max() <= 1
         codes = model.embed(x)
         assert codes.dim() == 2 and codes.shape[0] == len(x)
-        score = model.anomaly_score(x)
-        assert score.shape == (len(x),) and torch.isfinite(score).all()
+        if hasattr(model, "reconstruct"):
+            images = model.reconstruct(x)
+            assert images.shape == x.shape and images.min() >= 0 and images.max() <= 1
+        if hasattr(model, "anomaly_score"):
+            score = model.anomaly_score(x)
+            assert score.shape == (len(x),) and torch.isfinite(score).all()
+        if hasattr(model, "classify"):
+            logits = model.classify(x)
+            assert logits.dim() == 2 and logits.shape[0] == len(x)
+        if hasattr(model, "elbo_terms"):
+            terms = model.elbo_terms(x)
+            assert terms["rec"].shape == terms["kl"].shape == (len(x),)
+            assert (terms["rec"] > 0).all() and torch.isfinite(terms["kl"]).all()
 
 
-def test_one_step_changes_every_parameter_and_logs_losses(family, tmp_path):
+def test_one_step_changes_every_trainable_parameter_and_logs_losses(family, tmp_path):
+    """Trainable parameters all move after one step; frozen ones (the supervised-only SSVAE's
+    encoder and decoder) do not."""
     model, datamodule = family
-    before = {k: v.clone() for k, v in model.state_dict().items()}
+    before = {k: v.clone() for k, v in model.named_parameters()}
     trainer = tiny_trainer(tmp_path)
     trainer.fit(model, datamodule=datamodule)
-    changed = [not torch.equal(before[k], v) for k, v in model.state_dict().items()]
-    assert all(changed), "every parameter moves after one optimizer step"
+    for name, p in model.named_parameters():
+        moved = not torch.equal(before[name], p)
+        assert moved == p.requires_grad, f"{name}: requires_grad={p.requires_grad}, moved={moved}"
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
     trainer.validate(model, datamodule=datamodule, verbose=False)
     assert torch.isfinite(trainer.callback_metrics["val/loss"])
-    assert "val/rec" in trainer.callback_metrics
 
 
 def test_checkpoint_round_trip(family, tmp_path):
@@ -68,8 +82,9 @@ def test_checkpoint_round_trip(family, tmp_path):
     loaded = type(model).load_from_checkpoint(path)
     x = first_images(datamodule)
     model.eval(), loaded.eval()
+    output = "reconstruct" if hasattr(model, "reconstruct") else "classify"
     with torch.no_grad():
-        torch.testing.assert_close(loaded.reconstruct(x), model.reconstruct(x))
+        torch.testing.assert_close(getattr(loaded, output)(x), getattr(model, output)(x))
     hparams = torch.load(path, weights_only=True)["hyper_parameters"]
     assert hparams["_class_path"].endswith(f".{type(model).__name__}")
     assert hparams["encoder"]["class_path"].startswith("autoencoders.nn.")

@@ -3,14 +3,18 @@
 from autoencoders.callbacks.accuracy import ClassificationMetrics
 from autoencoders.callbacks.image_grid import ClassSampleGrid, ReconstructionGrid
 from autoencoders.callbacks.latent import LatentPriorFigure
+from autoencoders.callbacks.nelbo import NELBOMetrics
 from autoencoders.callbacks.predictions import PredictionWriter
 from autoencoders.callbacks.rng import RNGState
+from autoencoders.callbacks.samples import PriorSampleGrid
 
 __all__ = [
     "ClassSampleGrid",
     "ClassificationMetrics",
     "LatentPriorFigure",
+    "NELBOMetrics",
     "PredictionWriter",
+    "PriorSampleGrid",
     "RNGState",
     "ReconstructionGrid",
 ]

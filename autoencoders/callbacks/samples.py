@@ -1,0 +1,109 @@
+"""Samples from a generative model's prior, and how diverse they are."""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+
+import matplotlib.pyplot as plt
+import torch
+from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning.utilities import rank_zero_warn
+from torchvision.utils import make_grid
+
+from autoencoders.callbacks.image_grid import logged_step, tensorboard
+
+
+class PriorSampleGrid(Callback):
+    """A grid of ``num_samples`` images from ``pl_module.sample(n)`` after every validation and
+    after test, always from the same random draw (seed ``seed``, without touching the training
+    random stream).
+
+    With ``classifier_checkpoint`` (e.g. a run of ``mnist_classifier.yaml``), the test samples are
+    also classified: a histogram of their classes goes to TensorBoard (the seed's diversity table)
+    and ``test/sample_class_entropy`` (nats; log(10) = 2.30 when all ten digits are equally
+    frequent, 0 when every sample is the same digit) is logged.
+
+    Args:
+        num_samples: images per grid (200 as in CS236).
+        nrow: images per grid row.
+        classifier_checkpoint: checkpoint of an ``EncoderClassifier``, or a glob pattern (the
+            newest match is used, e.g. ``runs/mnist_classifier/version_*/checkpoints/best*``);
+            when nothing matches, a warning says so and the histogram is skipped.
+        seed: seed of the sample draw.
+    """
+
+    def __init__(
+        self,
+        num_samples: int = 200,
+        nrow: int = 20,
+        classifier_checkpoint: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.num_samples = num_samples
+        self.nrow = nrow
+        self.classifier_checkpoint = classifier_checkpoint
+        self.seed = seed
+
+    @torch.no_grad()
+    def _samples(self, pl_module: LightningModule) -> torch.Tensor:
+        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed)
+            return pl_module.sample(self.num_samples).clamp(0, 1)
+
+    def _write_grid(self, trainer: Trainer, samples: torch.Tensor, tag: str) -> None:
+        writer = tensorboard(trainer)
+        if writer is not None and trainer.is_global_zero:
+            writer.add_image(tag, make_grid(samples, nrow=self.nrow), logged_step(trainer))
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._write_grid(trainer, self._samples(pl_module), "val/prior_samples")
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        samples = self._samples(pl_module)
+        self._write_grid(trainer, samples, "test/prior_samples")
+        checkpoint = find_checkpoint(self.classifier_checkpoint)
+        if checkpoint is None:
+            return
+        counts = class_counts(checkpoint, samples, pl_module.device)
+        p = counts / counts.sum()
+        entropy = -(p[p > 0] * p[p > 0].log()).sum()
+        pl_module.log("test/sample_class_entropy", entropy)
+        writer = tensorboard(trainer)
+        if writer is not None and trainer.is_global_zero:
+            fig, ax = plt.subplots(figsize=(6, 3.5))
+            ax.bar(range(len(counts)), counts.cpu().numpy())
+            ax.set_xticks(range(len(counts)))
+            ax.set_xlabel("class predicted by the classifier")
+            ax.set_ylabel(f"samples (of {self.num_samples})")
+            ax.set_title(f"entropy {entropy:.3f} nats (max {math.log(len(counts)):.3f})")
+            fig.tight_layout()
+            writer.add_figure("test/sample_classes", fig, logged_step(trainer))
+            plt.close(fig)
+
+
+def find_checkpoint(pattern: str | None) -> str | None:
+    """The newest file matching ``pattern`` (a path or a glob), or ``None`` with a warning."""
+    if pattern is None:
+        return None
+    matches = sorted(glob.glob(pattern), key=os.path.getmtime)
+    if not matches:
+        rank_zero_warn(
+            f"no classifier checkpoint matches {pattern!r}: the class histogram of the samples "
+            "is skipped (train one with `make fit CONFIG=mnist_classifier`)"
+        )
+        return None
+    return matches[-1]
+
+
+@torch.no_grad()
+def class_counts(checkpoint: str, samples: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """How many ``samples`` the classifier of ``checkpoint`` puts in each class."""
+    from autoencoders.models import EncoderClassifier
+
+    classifier = EncoderClassifier.load_from_checkpoint(checkpoint, map_location=device).eval()
+    logits = classifier.classify(samples.to(device))
+    return torch.bincount(logits.argmax(1), minlength=logits.shape[1]).float()

@@ -1,0 +1,121 @@
+"""A classifier on top of an encoder: trained from scratch, or reusing a trained autoencoder's
+encoder, fine-tuned or frozen."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from pytorch_lightning import LightningModule
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from autoencoders.nn import MLP
+
+
+class EncoderClassifier(LightningModule):
+    """``head(encoder(x))`` trained with cross-entropy.
+
+    Args:
+        encoder: maps images to features ``[B, encoder.latent_dim]``.
+        num_classes: number of classes.
+        hidden: hidden sizes of the MLP head; empty gives a linear head.
+        dropout: dropout before the head and after each hidden layer of the head.
+        encoder_checkpoint: a checkpoint of any model of this package with an ``encoder``
+            (autoencoder, VAE, AAE, ...): its encoder weights are loaded into ``encoder``, which
+            must have the same architecture.
+        freeze_encoder: keep the encoder's weights fixed (no gradients, eval mode).
+        encoder_lr: learning rate of the encoder's parameters; ``None`` uses the optimizer's.
+        optimizer: optimizer factory, called with the parameter groups.
+        scheduler: optional learning-rate scheduler factory, stepped every epoch.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        num_classes: int = 10,
+        hidden: Sequence[int] = (),
+        dropout: float = 0.0,
+        encoder_checkpoint: str | None = None,
+        freeze_encoder: bool = False,
+        encoder_lr: float | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.encoder = encoder
+        if encoder_checkpoint is not None:
+            load_encoder(self.encoder, encoder_checkpoint)
+        if freeze_encoder:
+            self.encoder.requires_grad_(False)
+        self.head = nn.Sequential(
+            nn.Dropout(dropout), MLP(encoder.latent_dim, hidden, num_classes, dropout=dropout)
+        )
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.eval_loss = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class logits ``[B, num_classes]``."""
+        return self.head(self.encoder(x))
+
+    def classify(self, x: Tensor) -> Tensor:
+        """Class logits ``[B, num_classes]``."""
+        return self(x)
+
+    def embed(self, x: Tensor) -> Tensor:
+        """The encoder's features."""
+        return self.encoder(x)
+
+    def train(self, mode: bool = True):
+        """A frozen encoder stays in eval mode (its dropout and batch-norm statistics too)."""
+        super().train(mode)
+        if self.hparams.freeze_encoder:
+            self.encoder.eval()
+        return self
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        x, y = batch["labelled"] if isinstance(batch, dict) else batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        """``{stage}/loss``: cross-entropy (accuracy comes from the accuracy callback)."""
+        x, y = batch
+        self.eval_loss[stage].update(F.cross_entropy(self(x), y, reduction="none"))
+        self.log(f"{stage}/loss", self.eval_loss[stage], prog_bar=True)
+
+    def configure_optimizers(self):
+        groups = [{"params": list(self.head.parameters())}]
+        encoder_params = [p for p in self.encoder.parameters() if p.requires_grad]
+        if encoder_params:
+            lr = self.hparams.encoder_lr
+            groups.append({"params": encoder_params} | ({"lr": lr} if lr is not None else {}))
+        optimizer = self.optimizer(groups)
+        if self.scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
+
+
+def load_encoder(encoder: nn.Module, checkpoint: str) -> None:
+    """Loads the ``encoder.*`` weights of a Lightning checkpoint into ``encoder``."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    weights = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+    if not weights:
+        raise ValueError(f"{checkpoint} has no encoder weights (no 'encoder.*' entries)")
+    try:
+        encoder.load_state_dict(weights)
+    except RuntimeError as err:
+        raise ValueError(
+            f"the encoder in {checkpoint} does not match the configured encoder: {err}"
+        ) from None
