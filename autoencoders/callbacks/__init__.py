@@ -7,8 +7,10 @@ from autoencoders.callbacks.nelbo import NELBOMetrics
 from autoencoders.callbacks.predictions import PredictionWriter
 from autoencoders.callbacks.rng import RNGState
 from autoencoders.callbacks.samples import PriorSampleGrid
+from autoencoders.callbacks.thresholds import AnomalyThreshold
 
 __all__ = [
+    "AnomalyThreshold",
     "ClassSampleGrid",
     "ClassificationMetrics",
     "LatentPriorFigure",

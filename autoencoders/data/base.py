@@ -56,14 +56,20 @@ class InMemoryImages(Dataset):
         images: ``uint8`` tensor ``[N, H, W]`` or ``[N, C, H, W]``.
         targets: integer labels ``[N]``; ``None`` makes the dataset yield images only.
         dynamic_binarize: sample each pixel from Bernoulli(intensity) every time it is read.
+        contrast: normalise every image's contrast (see ``normalize_contrast``).
     """
 
     def __init__(
-        self, images: Tensor, targets: Tensor | None = None, dynamic_binarize: bool = False
+        self,
+        images: Tensor,
+        targets: Tensor | None = None,
+        dynamic_binarize: bool = False,
+        contrast: bool = False,
     ) -> None:
         self.images = images if images.dim() == 4 else images.unsqueeze(1)
         self.targets = targets
         self.dynamic_binarize = dynamic_binarize
+        self.contrast = contrast
 
     def __len__(self) -> int:
         return len(self.images)
@@ -73,6 +79,8 @@ class InMemoryImages(Dataset):
         x = self.images[index].float().div_(255)
         if self.dynamic_binarize:
             x = torch.bernoulli(x)
+        if self.contrast:
+            x = normalize_contrast(x)
         if self.targets is None:
             return x
         return x, self.targets[index]
@@ -80,6 +88,14 @@ class InMemoryImages(Dataset):
     def __getitem__(self, i: int) -> Tensor | tuple[Tensor, Tensor]:
         batch = self.__getitems__([i])
         return batch[0] if self.targets is None else (batch[0][0], batch[1][0])
+
+
+def normalize_contrast(x: Tensor, mean: float = 0.5, std: float = 0.2) -> Tensor:
+    """Each image shifted and scaled to grey-level mean ``mean`` and standard deviation ``std``,
+    clipped to ``[0, 1]``: removes exposure and contrast differences between scanners."""
+    flat = x.flatten(1)
+    z = (flat - flat.mean(1, keepdim=True)) / flat.std(1, keepdim=True).clamp(min=1e-3)
+    return (mean + std * z).clamp(0, 1).view_as(x)
 
 
 def _whole_batch(batch):

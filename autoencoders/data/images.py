@@ -1,14 +1,20 @@
-"""User photos (PNG, JPEG, ...) turned into MNIST-like 28x28 images for ``predict``.
+"""User images (PNG, JPEG, ...) turned into 28x28 tensors for ``predict``.
+
+Digits (``mnist_like``):
 
 MNIST digits were made by size-normalising each digit to fit a 20x20 box (keeping its aspect
 ratio, anti-aliased) and centring its centre of mass in a 28x28 field; ink is bright on a dark
 background. ``mnist_like`` repeats that on any photo: grey, inverted when the background is
 light, contrast-stretched, cropped to the ink, fitted into 20x20 and centred by mass.
+
+Scans such as chest X-rays (``resized_gray``): grey, centre-cropped to a square and resized,
+the way MedMNIST made PneumoniaMNIST from the full-size images.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,20 +62,32 @@ def mnist_like(image: Image.Image, size: int = 28, box: int = 20) -> torch.Tenso
     return torch.from_numpy(canvas).clamp(0, 1).unsqueeze(0)
 
 
+def resized_gray(image: Image.Image, size: int = 28) -> torch.Tensor:
+    """Any image as a grey ``[1, size, size]`` tensor in ``[0, 1]``: centre square, resized."""
+    gray = ImageOps.exif_transpose(image).convert("L")
+    side = min(gray.size)
+    square = ImageOps.fit(gray, (side, side), centering=(0.5, 0.5))
+    resized = square.resize((size, size), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255).unsqueeze(0)
+
+
 class UserImages(Dataset):
-    """The readable images under ``path``, preprocessed by ``mnist_like``; yields ``(x, index)``.
+    """The readable images under ``path``, preprocessed by ``preprocess`` (default
+    ``mnist_like``); yields ``(x, index)``.
 
     A file that cannot be read gets one line on stderr and is left out; ``paths`` lists the
     files kept, in dataset order.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self, path: str | Path, preprocess: Callable[[Image.Image], torch.Tensor] = mnist_like
+    ) -> None:
         self.paths: list[Path] = []
         images = []
         for file in image_files(path):
             try:
                 with Image.open(file) as image:
-                    images.append(mnist_like(image))
+                    images.append(preprocess(image))
                 self.paths.append(file)
             except (UnidentifiedImageError, OSError, ValueError) as err:
                 print(f"skipping {file}: cannot read it as an image ({err})", file=sys.stderr)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from autoencoders.data.base import (
     DataError,
     InMemoryDataModule,
     InMemoryImages,
     missing_files_message,
+    normalize_contrast,
     short_reason,
 )
+from autoencoders.data.images import UserImages, resized_gray
 from autoencoders.data.splits import balanced_indices
 
 FILE = "pneumoniamnist.npz"
@@ -30,7 +35,12 @@ class PneumoniaMNISTDataModule(InMemoryDataModule):
             ``./data``.
         batch_size: images per batch.
         balanced_eval: subsample validation and test to equal class sizes.
+        contrast: normalise each image to grey-level mean 0.5 and standard deviation 0.2
+            (``autoencoders.data.base.normalize_contrast``), user images for ``predict`` too.
         download: download a missing file with medmnist (needs a network).
+        path: an image file or folder for ``predict`` (grey, centre-cropped and resized to
+            28x28, see ``autoencoders.data.images.resized_gray``); without it ``predict`` runs
+            over the test set.
         seed: seed of the balanced subsampling.
     """
 
@@ -39,18 +49,21 @@ class PneumoniaMNISTDataModule(InMemoryDataModule):
         root: str | None = None,
         batch_size: int = 64,
         balanced_eval: bool = True,
+        contrast: bool = False,
         download: bool = True,
+        path: str | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(root, batch_size, seed)
         self.save_hyperparameters()
+        self.predict_paths: list[Path] | None = None
 
     @property
-    def path(self):
+    def file(self) -> Path:
         return self.root / FILE
 
     def prepare_data(self) -> None:
-        if self.path.is_file():
+        if self.file.is_file():
             return
         reason = "downloads are off (download: false)"
         if self.hparams.download:
@@ -62,14 +75,14 @@ class PneumoniaMNISTDataModule(InMemoryDataModule):
                 return
             except Exception as err:
                 reason = short_reason(err)
-        raise DataError(missing_files_message("PneumoniaMNIST", self.root, [self.path], reason))
+        raise DataError(missing_files_message("PneumoniaMNIST", self.root, [self.file], reason))
 
     def _load(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        if not self.path.is_file():
-            raise DataError(missing_files_message("PneumoniaMNIST", self.root, [self.path]))
+        if not self.file.is_file():
+            raise DataError(missing_files_message("PneumoniaMNIST", self.root, [self.file]))
         splits = {}
         try:
-            with np.load(self.path) as npz:
+            with np.load(self.file) as npz:
                 for split in ("train", "val", "test"):
                     images = torch.from_numpy(npz[f"{split}_images"])
                     labels = torch.from_numpy(npz[f"{split}_labels"]).long().flatten()
@@ -80,7 +93,7 @@ class PneumoniaMNISTDataModule(InMemoryDataModule):
                     splits[split] = (images.to(torch.uint8), labels)
         except Exception as err:
             raise DataError(
-                f"could not read {self.path}: {err}. The file looks corrupt: delete it to download "
+                f"could not read {self.file}: {err}. The file looks corrupt: delete it to download "
                 "again, or restore it."
             ) from None
         return splits
@@ -91,10 +104,25 @@ class PneumoniaMNISTDataModule(InMemoryDataModule):
         splits = self._load()
         images, labels = splits["train"]
         healthy = labels == HEALTHY
-        self.train_set = InMemoryImages(images[healthy], labels[healthy])
+        contrast = self.hparams.contrast
+        self.train_set = InMemoryImages(images[healthy], labels[healthy], contrast=contrast)
         for split in ("val", "test"):
             images, labels = splits[split]
             if self.hparams.balanced_eval:
                 keep = balanced_indices(labels, self.seed)
                 images, labels = images[keep], labels[keep]
-            setattr(self, f"{split}_set", InMemoryImages(images, labels))
+            setattr(self, f"{split}_set", InMemoryImages(images, labels, contrast=contrast))
+
+    def predict_dataloader(self) -> DataLoader:
+        if self.hparams.path is None:
+            return super().predict_dataloader()
+        try:
+            images = UserImages(self.hparams.path, preprocess=self._preprocess)
+        except FileNotFoundError as err:
+            raise DataError(str(err)) from None
+        self.predict_paths = images.paths
+        return DataLoader(images, batch_size=self.batch_size)
+
+    def _preprocess(self, image) -> torch.Tensor:
+        x = resized_gray(image)
+        return normalize_contrast(x) if self.hparams.contrast else x

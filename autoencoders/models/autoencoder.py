@@ -9,6 +9,7 @@ from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric, MeanSquaredError
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 from autoencoders import losses
 
@@ -24,6 +25,8 @@ class Autoencoder(LightningModule):
         decoder: maps codes ``[B, D]`` to image logits ``[B, C, H, W]``.
         loss: ``"mse"`` (squared error of ``sigmoid(logits)``) or ``"bce"`` (Bernoulli NLL).
         noise_std: standard deviation of the training input noise; 0 turns it off.
+        score: what ``anomaly_score`` returns per image: ``"loss"`` (the training loss),
+            ``"mse"``, ``"bce"`` or ``"ssim"`` (1 - SSIM of image and reconstruction).
         optimizer: optimizer factory, called with the parameters.
         scheduler: optional learning-rate scheduler factory, stepped every epoch.
     """
@@ -34,6 +37,7 @@ class Autoencoder(LightningModule):
         decoder: nn.Module,
         loss: Literal["mse", "bce"] = "mse",
         noise_std: float = 0.0,
+        score: Literal["loss", "mse", "bce", "ssim"] = "loss",
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -66,8 +70,13 @@ class Autoencoder(LightningModule):
         return self.encoder(x)
 
     def anomaly_score(self, x: Tensor) -> Tensor:
-        """Per-image reconstruction loss ``[B]`` (the training loss, without input noise)."""
-        return losses.reconstruction(self(x), x, self.hparams.loss)
+        """Per-image reconstruction error ``[B]`` of kind ``score`` (no input noise)."""
+        score, logits = self.hparams.score, self(x)
+        if score == "ssim":
+            return 1 - structural_similarity_index_measure(
+                torch.sigmoid(logits), x, data_range=1.0, reduction="none"
+            )
+        return losses.reconstruction(logits, x, self.hparams.loss if score == "loss" else score)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x = batch[0]
