@@ -2,6 +2,7 @@
 
     python -m experiments.bench data                       # in-memory loader vs ToTensor DataLoader
     python -m experiments.bench fit --configs ae_mnist --seeds 0 1 2 [--args --trainer.max_epochs 5]
+    python -m experiments.bench fit --configs anomaly_pneumonia --test-also balanced_eval=false
     python -m experiments.bench table --name NAME          # rewrite a section from runs/bench/
 
 Each command replaces its own section of ``BENCHMARKS.md`` (between ``<!-- bench:NAME -->``
@@ -23,6 +24,7 @@ from datetime import date
 from pathlib import Path
 
 import torch
+import yaml
 
 BENCHMARKS = Path("BENCHMARKS.md")
 RECORDS = Path("runs/bench")
@@ -148,6 +150,13 @@ def bench_fit(args: argparse.Namespace) -> None:
             seconds = time.perf_counter() - start
             curve = validation_curve(cli.trainer.logger.log_dir, start_wall, args.curve)
             metrics = cli.trainer.test(ckpt_path=args.ckpt, datamodule=cli.datamodule)[0]
+            for override in args.test_also:  # the same checkpoint on another test set
+                key, value = override.split("=", 1)
+                hparams = {k: v for k, v in cli.datamodule.hparams.items() if k[0] != "_"}
+                hparams[key] = yaml.safe_load(value)
+                datamodule = type(cli.datamodule)(**hparams)
+                extra = cli.trainer.test(ckpt_path=args.ckpt, datamodule=datamodule)[0]
+                metrics |= {f"test[{override}]/{k[5:]}": v for k, v in extra.items()}
             metrics["train_minutes"] = seconds / 60
             metrics["s_per_epoch"] = seconds / max(1, cli.trainer.current_epoch)
             batches = cli.trainer.fit_loop.epoch_loop._batches_that_stepped
@@ -164,7 +173,7 @@ def write_table(name: str) -> None:
     """Rewrites the section ``name`` from every run recorded in ``runs/bench/NAME.jsonl``."""
     records = [json.loads(line) for line in (RECORDS / f"{name}.jsonl").read_text().splitlines()]
     configs = list(dict.fromkeys(r["config"] for r in records))
-    keys = sorted({k for r in records for k in r["metrics"] if k.startswith("test/")})
+    keys = sorted({k for r in records for k in r["metrics"] if k.startswith("test")})
     keys += ["train_minutes", "s_per_epoch", "s_per_1k_batches"]
     lines = ["| config | seeds | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
     curves = []
@@ -203,6 +212,11 @@ def main(argv: list[str] | None = None) -> None:
     fit.add_argument("--name", help="section name in BENCHMARKS.md")
     fit.add_argument("--ckpt", choices=sorted(CHECKPOINTS), default="best")
     fit.add_argument("--curve", help="a validation metric to tabulate against time, e.g. val/acc")
+    fit.add_argument(
+        "--test-also", nargs="*", default=[], metavar="KEY=VALUE",
+        help="also test on the data module with this init argument changed, e.g. "
+        "balanced_eval=false (columns test[KEY=VALUE]/...)",
+    )  # fmt: skip
     fit.add_argument("--args", nargs=argparse.REMAINDER, default=[], help="extra CLI arguments")
     table = sub.add_parser("table", help="rewrite a section from its recorded runs")
     table.add_argument("--name", required=True)

@@ -1,3 +1,5 @@
+import json
+
 from experiments import bench
 
 
@@ -34,3 +36,18 @@ def test_fit_records_runs_and_tabulates_them(fake_root, tmp_path, monkeypatch):
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| ae_mnist | 0, 1 |" in text and "±" in text
     assert "`val/loss` of ae_mnist" in text
+
+
+def test_fit_also_tests_a_changed_data_module(fake_root, tmp_path, monkeypatch):
+    """``--test-also balanced_eval=false`` scores the same checkpoint on the official test set."""
+    monkeypatch.setattr(bench, "BENCHMARKS", tmp_path / "BENCHMARKS.md")
+    monkeypatch.setattr(bench, "RECORDS", tmp_path / "records")
+    quick = [f"--data.root={fake_root}", "--trainer.max_epochs=1",
+             "--trainer.limit_train_batches=2", "--trainer.enable_progress_bar=false"]  # fmt: skip
+    bench.main(["fit", "--configs", "anomaly_pneumonia", "--seeds", "0", "--name", "p",
+                "--test-also", "balanced_eval=false", "--args", *quick])  # fmt: skip
+    record = json.loads((tmp_path / "records/p.jsonl").read_text())
+    balanced, official = "test/auroc", "test[balanced_eval=false]/auroc"
+    assert 0 <= record["metrics"][balanced] <= 1 and 0 <= record["metrics"][official] <= 1
+    assert record["metrics"]["test[balanced_eval=false]/acc"] != record["metrics"]["test/acc"]
+    assert official in (tmp_path / "BENCHMARKS.md").read_text()

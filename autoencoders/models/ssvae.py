@@ -70,8 +70,8 @@ class SSVAE(LightningModule):
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.z_dim = z_dim
-        _check_size("decoder input", getattr(decoder, "in_features", None), z_dim + n_classes)
-        _check_size("encoder output", getattr(encoder, "out_features", None), 2 * z_dim)
+        _check_size("decoder input", decoder, "in_features", z_dim + n_classes, "z_dim + n_classes")
+        _check_size("encoder output", encoder, "out_features", 2 * z_dim, "2 * z_dim")
         if gen_weight == 0:  # nothing trains them: say so, so the optimizer skips them
             self.encoder.requires_grad_(False)
             self.decoder.requires_grad_(False)
@@ -182,6 +182,8 @@ class SSVAE(LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
 
 
-def _check_size(what: str, actual: int | None, expected: int) -> None:
+def _check_size(what: str, network: nn.Module, attribute: str, expected: int, rule: str) -> None:
+    """Fails early when a network's declared size disagrees with the model's (if it declares)."""
+    actual = getattr(network, attribute, None)
     if actual is not None and actual != expected:
-        raise ValueError(f"SSVAE {what} size is {actual}, expected {expected}")
+        raise ValueError(f"SSVAE {what} size is {actual}, expected {expected} ({rule})")
