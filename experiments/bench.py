@@ -3,6 +3,7 @@
     python -m experiments.bench data                       # in-memory loader vs ToTensor DataLoader
     python -m experiments.bench fit --configs ae_mnist --seeds 0 1 2 [--args --trainer.max_epochs 5]
     python -m experiments.bench fit --configs anomaly_pneumonia --test-also balanced_eval=false
+    python -m experiments.bench scores --config anomaly_pneumonia --ckpt-path CKPT   # score AUROCs
     python -m experiments.bench table --name NAME          # rewrite a section from runs/bench/
 
 Each command replaces its own section of ``BENCHMARKS.md`` (between ``<!-- bench:NAME -->``
@@ -201,6 +202,67 @@ def write_table(name: str) -> None:
     )
 
 
+def bench_scores(args: argparse.Namespace) -> None:
+    """AUROC of several anomaly scores of one trained autoencoder on the official validation and
+    test sets: which per-image score separates pneumonia from normal images."""
+    import torch.nn.functional as F
+    from sklearn.covariance import LedoitWolf
+    from torchmetrics.functional.classification import binary_auroc
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+    from autoencoders.callbacks.thresholds import unit_interval
+    from experiments.__main__ import main
+
+    cli = main(["--config", args.config, "--data.balanced_eval=false", *args.args], run=False)
+    model = type(cli.model).load_from_checkpoint(args.ckpt_path, map_location="cpu").eval()
+    cli.datamodule.setup("fit")
+    split = {name: getattr(cli.datamodule, f"{name}_set") for name in ("train", "val", "test")}
+    images = {k: ds.__getitems__(list(range(len(ds)))) for k, ds in split.items()}
+    lungs = torch.zeros(1, 1, 28, 28)
+    lungs[..., 4:24, 3:25] = 1
+    with torch.no_grad():
+        codes = LedoitWolf().fit(model.embed(images["train"][0]).numpy())
+
+        def blur(t):
+            return F.avg_pool2d(t, 5, 1, 2)
+
+        scores = {
+            "squared error": lambda x, r: (r - x).square().flatten(1).sum(1),
+            "squared error, central 20x22 window": lambda x, r: (
+                ((r - x).square() * lungs).flatten(1).sum(1)
+            ),
+            "squared error after a 5x5 box blur": lambda x, r: (
+                (blur(r) - blur(x)).square().flatten(1).sum(1)
+            ),
+            "Mahalanobis distance of the code": lambda x, r: torch.from_numpy(
+                codes.mahalanobis(model.embed(x).numpy())
+            ),
+            **{
+                f"1 - SSIM, window {k}": lambda x, r, k=k: (
+                    1 - ssim(r, x, data_range=1.0, kernel_size=k, sigma=k / 7, reduction="none")
+                )
+                for k in (3, 7, 11)
+            },
+        }
+        rows = []
+        for name, score in scores.items():
+            cells = []
+            for stage in ("val", "test"):
+                x, y = images[stage]
+                values = unit_interval(score(x, model.reconstruct(x)))
+                cells.append(f"{binary_auroc(values, y):.3f}")
+            rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    command = "python -m experiments.bench " + " ".join(sys.argv[1:])
+    write_section(
+        f"scores-{Path(args.config).stem}",
+        header(f"Anomaly scores of {Path(args.config).stem}", command)
+        + f"\nCheckpoint `{args.ckpt_path}`; AUROC on the official validation and test sets "
+        "(normal = 0, pneumonia = 1). Mahalanobis: Ledoit-Wolf Gaussian of the healthy training "
+        "codes. SSIM: Gaussian window, sigma = window / 7.\n\n"
+        "| score | val AUROC | test AUROC |\n|---|---|---|\n" + "\n".join(rows),
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -218,13 +280,17 @@ def main(argv: list[str] | None = None) -> None:
         "balanced_eval=false (columns test[KEY=VALUE]/...)",
     )  # fmt: skip
     fit.add_argument("--args", nargs=argparse.REMAINDER, default=[], help="extra CLI arguments")
+    scores = sub.add_parser("scores", help="AUROC of several anomaly scores of a checkpoint")
+    scores.add_argument("--config", required=True)
+    scores.add_argument("--ckpt-path", required=True)
+    scores.add_argument("--args", nargs=argparse.REMAINDER, default=[], help="extra CLI arguments")
     table = sub.add_parser("table", help="rewrite a section from its recorded runs")
     table.add_argument("--name", required=True)
     args = parser.parse_args(argv)
     if args.command == "table":
         write_table(args.name)
     else:
-        {"data": bench_data, "fit": bench_fit}[args.command](args)
+        {"data": bench_data, "fit": bench_fit, "scores": bench_scores}[args.command](args)
 
 
 if __name__ == "__main__":

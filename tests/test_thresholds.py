@@ -49,11 +49,13 @@ def test_unknown_rule_is_refused():
         AnomalyThreshold(rule="best")
 
 
-def test_metrics_equal_scikit_learn_on_random_scores():
+@pytest.mark.parametrize("offset", [0.0, 500.0], ids=["near-zero", "nelbo-sized"])
+def test_metrics_equal_scikit_learn_on_random_scores(offset):
+    """Also for scores far outside [0, 1] (a negative ELBO), which torchmetrics would squash."""
     generator = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 2, (500,), generator=generator)
-    scores = torch.randn(500, generator=generator) + labels * 0.8
-    threshold = 0.3
+    scores = torch.randn(500, generator=generator) + labels * 0.8 + offset
+    threshold = 0.3 + offset
     ours = detection_metrics(scores, labels, threshold)
     y, s, p = labels.numpy(), scores.numpy(), (scores >= threshold).long().numpy()
     expected = {

@@ -59,6 +59,14 @@ def fit_threshold(scores: Tensor, labels: Tensor, rule: str, quantile: float = 0
     return candidates[objective.argmax()].item()
 
 
+def unit_interval(scores: Tensor) -> Tensor:
+    """Scores mapped monotonically onto ``[0, 1]`` (min-max). torchmetrics' binary metrics take
+    values outside ``[0, 1]`` for logits and squash them with a sigmoid, which saturates scores
+    such as a negative ELBO of 500 into ties; rank metrics are unchanged by this map."""
+    scores = scores.double()
+    return (scores - scores.min()) / (scores.max() - scores.min()).clamp(min=1e-12)
+
+
 def detection_metrics(scores: Tensor, labels: Tensor, threshold: float) -> dict[str, Tensor]:
     """AUROC, AUPRC and the metrics of the decision ``score >= threshold`` (torchmetrics)."""
     labels = labels.long()
@@ -67,8 +75,8 @@ def detection_metrics(scores: Tensor, labels: Tensor, threshold: float) -> dict[
     sensitivity = tp / (tp + fn).clamp(min=1)
     specificity = tn / (tn + fp).clamp(min=1)
     return {
-        "auroc": binary_auroc(scores, labels),
-        "auprc": binary_average_precision(scores, labels),
+        "auroc": binary_auroc(unit_interval(scores), labels),
+        "auprc": binary_average_precision(unit_interval(scores), labels),
         "acc": (tp + tn) / len(labels),
         "balanced_acc": (sensitivity + specificity) / 2,
         "f1": 2 * tp / (2 * tp + fp + fn).clamp(min=1),
@@ -191,12 +199,12 @@ class AnomalyThreshold(Callback):
         hist.set_xlabel("anomaly score")
         hist.set_ylabel("images")
         hist.legend()
-        fpr, tpr, _ = binary_roc(scores, labels)
+        fpr, tpr, _ = binary_roc(unit_interval(scores), labels)
         roc.plot(fpr.numpy(), tpr.numpy())
         roc.plot([0, 1], [0, 1], color="grey", linestyle=":")
         roc.set_xlabel("false positive rate")
         roc.set_ylabel("true positive rate")
-        roc.set_title(f"ROC, AUROC {binary_auroc(scores, labels):.3f}")
+        roc.set_title(f"ROC, AUROC {binary_auroc(unit_interval(scores), labels):.3f}")
         fig.tight_layout()
         return fig
 
