@@ -14,6 +14,22 @@ def fake_root(tmp_path_factory) -> str:
     return str(write_all(tmp_path_factory.mktemp("data")))
 
 
+@pytest.fixture(scope="session")
+def encoder_checkpoint(fake_root, tmp_path_factory) -> str:
+    """A conv_ae_fashion checkpoint from a short run on the fake data, for the configs that
+    fine-tune a pre-trained encoder."""
+    from experiments.__main__ import main
+    from tests.helpers import short
+
+    folder, cwd = tmp_path_factory.mktemp("pretrained"), os.getcwd()
+    os.chdir(folder)
+    try:
+        main(["fit", "--config", "conv_ae_fashion", *short(fake_root)])
+    finally:
+        os.chdir(cwd)
+    return str(folder / "runs/conv_ae_fashion/version_0/checkpoints/last.ckpt")
+
+
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     """Each test runs in its own working directory (``runs/`` lands there), with no

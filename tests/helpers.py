@@ -15,6 +15,12 @@ CONFIG_FILES = sorted(CONFIGS.glob("*.yaml"))
 CONFIG_IDS = [c.stem for c in CONFIG_FILES]
 
 
+def pretrained(config: str | Path, checkpoint: str) -> list[str]:
+    """For configs that load a pre-trained encoder: the override pointing at ``checkpoint``."""
+    text = Path(config).read_text() if Path(config).is_file() else ""
+    return [f"--model.encoder_checkpoint={checkpoint}"] if "encoder_checkpoint:" in text else []
+
+
 def build(config: str | Path, root: str, *overrides: str):
     """The model and data module of a config, instantiated by the CLI without running it."""
     cli = main(["--config", str(config), "--data.root", root, *overrides], run=False)

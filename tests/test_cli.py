@@ -7,17 +7,18 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from experiments.__main__ import CONFIGS, main, resolve_config
-from tests.helpers import CONFIG_FILES, CONFIG_IDS, run_module, short
+from tests.helpers import CONFIG_FILES, CONFIG_IDS, pretrained, run_module, short
 
 
 @pytest.mark.parametrize("config", CONFIG_FILES, ids=CONFIG_IDS)
-def test_every_config_runs_fast_dev_run(config, fake_root):
+def test_every_config_runs_fast_dev_run(config, fake_root, encoder_checkpoint):
     args = [
         "fit",
         "--config",
         str(config),
         f"--data.root={fake_root}",
         "--trainer.fast_dev_run=true",
+        *pretrained(config, encoder_checkpoint),
     ]
     cli = main(args)
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])

@@ -209,10 +209,13 @@ def test_classifier_loads_the_encoder_of_a_vae_checkpoint(fake_root, tmp_path):
     path = tmp_path / "vae.ckpt"
     torch.save({"state_dict": vae.state_dict()}, path)
     classifier = EncoderClassifier(ConvEncoder(20, [8, 8]), encoder_checkpoint=str(path))
+    classifier.setup("fit")
     for key, value in vae.encoder.state_dict().items():
         torch.testing.assert_close(classifier.encoder.state_dict()[key], value)
     with pytest.raises(ValueError, match="does not match the configured encoder"):
-        EncoderClassifier(ConvEncoder(20, [4, 8]), encoder_checkpoint=str(path))
+        EncoderClassifier(ConvEncoder(20, [4, 8]), encoder_checkpoint=str(path)).setup("fit")
+    with pytest.raises(ValueError, match="no encoder checkpoint matches"):
+        EncoderClassifier(ConvEncoder(20), encoder_checkpoint="nowhere/*.ckpt").setup("fit")
 
 
 def test_ssvae_ddp_on_two_cpu_processes(fake_root, tmp_path):

@@ -2,17 +2,19 @@
 
 from autoencoders.callbacks.accuracy import ClassificationMetrics
 from autoencoders.callbacks.image_grid import ClassSampleGrid, ReconstructionGrid
-from autoencoders.callbacks.latent import LatentPriorFigure
+from autoencoders.callbacks.latent import LatentMap, LatentPriorFigure
 from autoencoders.callbacks.nelbo import NELBOMetrics
 from autoencoders.callbacks.predictions import PredictionWriter
 from autoencoders.callbacks.rng import RNGState
-from autoencoders.callbacks.samples import PriorSampleGrid
+from autoencoders.callbacks.samples import LatentGaussianGrid, PriorSampleGrid
 from autoencoders.callbacks.thresholds import AnomalyThreshold
 
 __all__ = [
     "AnomalyThreshold",
     "ClassSampleGrid",
     "ClassificationMetrics",
+    "LatentGaussianGrid",
+    "LatentMap",
     "LatentPriorFigure",
     "NELBOMetrics",
     "PredictionWriter",

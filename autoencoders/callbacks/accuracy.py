@@ -5,6 +5,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
+from sklearn.metrics import classification_report
+from torchmetrics import CatMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from autoencoders.callbacks.image_grid import logged_step, tensorboard
@@ -17,21 +19,36 @@ class ClassificationMetrics(Callback):
     is mapped to the majority label of its training images (counted over the training loader
     once per validation), and accuracy is measured on the mapped labels.
 
+    With ``report=True`` the test also writes scikit-learn's classification report (precision,
+    recall, F1 and support per class) as a TensorBoard text and a bar figure, and logs
+    ``test/macro_f1``.
+
     Args:
         num_classes: number of true classes.
         clusters: map cluster ids to labels before scoring.
+        report: write the per-class report after test.
+        class_names: names for the report and figures (default: the class indices).
     """
 
-    def __init__(self, num_classes: int = 10, clusters: bool = False) -> None:
+    def __init__(
+        self,
+        num_classes: int = 10,
+        clusters: bool = False,
+        report: bool = False,
+        class_names: list[str] | None = None,
+    ) -> None:
         self.num_classes = num_classes
         self.clusters = clusters
+        self.report = report
+        self.class_names = class_names or [str(i) for i in range(num_classes)]
         self.accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.confusion = MulticlassConfusionMatrix(num_classes)
+        self.predicted, self.targets = CatMetric(), CatMetric()
         self.cluster_to_label: torch.Tensor | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        self.accuracy.to(pl_module.device)
-        self.confusion.to(pl_module.device)
+        for metric in (self.accuracy, self.confusion, self.predicted, self.targets):
+            metric.to(pl_module.device)
 
     @torch.no_grad()
     def _fit_cluster_map(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -44,8 +61,8 @@ class ClassificationMetrics(Callback):
         self.cluster_to_label = counts.view(-1, self.num_classes).argmax(dim=1)
 
     def _start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.accuracy.reset()
-        self.confusion.reset()
+        for metric in (self.accuracy, self.confusion, self.predicted, self.targets):
+            metric.reset()
         if self.clusters and not trainer.sanity_checking:
             was_training = pl_module.training
             pl_module.eval()
@@ -68,6 +85,9 @@ class ClassificationMetrics(Callback):
             predicted = self.cluster_to_label[predicted]
         self.accuracy.update(predicted, y)
         self.confusion.update(predicted, y)
+        if self.report:
+            self.predicted.update(predicted.float())
+            self.targets.update(y.float())
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
         self._update(pl_module, batch)
@@ -86,6 +106,34 @@ class ClassificationMetrics(Callback):
             fig.set_size_inches(6, 6)
             writer.add_figure(f"{stage}/confusion_matrix", fig, logged_step(trainer))
             plt.close(fig)
+        if self.report and stage == "test":
+            self._write_report(trainer, pl_module)
+
+    def _write_report(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """scikit-learn's per-class precision / recall / F1 as text, figure and ``macro_f1``."""
+        predicted = self.predicted.compute().long().cpu().numpy()
+        targets = self.targets.compute().long().cpu().numpy()
+        labels = list(range(self.num_classes))
+        kwargs = dict(labels=labels, target_names=self.class_names, zero_division=0)
+        table = classification_report(targets, predicted, output_dict=True, **kwargs)
+        pl_module.log("test/macro_f1", float(table["macro avg"]["f1-score"]))
+        writer = tensorboard(trainer)
+        if writer is None or not trainer.is_global_zero:
+            return
+        step = logged_step(trainer)
+        text = classification_report(targets, predicted, digits=4, **kwargs)
+        writer.add_text("test/classification_report", "    " + text.replace("\n", "\n    "), step)
+        fig, ax = plt.subplots(figsize=(max(6, 0.8 * self.num_classes), 3.5))
+        width = 0.27
+        for i, measure in enumerate(("precision", "recall", "f1-score")):
+            values = [table[name][measure] for name in self.class_names]
+            ax.bar([c + (i - 1) * width for c in labels], values, width, label=measure)
+        ax.set_xticks(labels, self.class_names, rotation=30, ha="right")
+        ax.set_ylim(0, 1)
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        writer.add_figure("test/classification_report", fig, step)
+        plt.close(fig)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         self._end(trainer, pl_module, "val")

@@ -107,3 +107,75 @@ def class_counts(checkpoint: str, samples: torch.Tensor, device: torch.device) -
     classifier = EncoderClassifier.load_from_checkpoint(checkpoint, map_location=device).eval()
     logits = classifier.classify(samples.to(device))
     return torch.bincount(logits.argmax(1), minlength=logits.shape[1]).float()
+
+
+class LatentGaussianGrid(Callback):
+    """Generation from a plain autoencoder: after every validation, decodes ``num_samples``
+    codes drawn from a Gaussian fitted (mean and full covariance) to the codes of the first
+    ``num_fit`` training images, and interpolates linearly between the codes of pairs of
+    validation images (one row per pair, the two originals' reconstructions at its ends).
+
+    Needs ``embed(x)`` and ``decode(z)``.
+
+    Args:
+        num_samples: images in the sample grid.
+        num_fit: training images whose codes fit the Gaussian.
+        pairs: interpolation rows.
+        steps: images per interpolation row.
+        seed: seed of the sample draw (the training random stream is left alone).
+    """
+
+    def __init__(
+        self, num_samples: int = 64, num_fit: int = 5000, pairs: int = 8, steps: int = 10,
+        seed: int = 0,
+    ) -> None:  # fmt: skip
+        self.num_samples = num_samples
+        self.num_fit = num_fit
+        self.pairs = pairs
+        self.steps = steps
+        self.seed = seed
+        self.images: torch.Tensor | None = None
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
+        if self.images is None and batch_idx == 0:
+            self.images = batch[0][: 2 * self.pairs].detach().clone()
+
+    @torch.no_grad()
+    def _training_codes(self, trainer: Trainer, pl_module: LightningModule) -> torch.Tensor:
+        codes, seen = [], 0
+        for batch in trainer.datamodule.train_dataloader():
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            codes.append(pl_module.embed(x.to(pl_module.device)).float())
+            seen += len(x)
+            if seen >= self.num_fit:
+                break
+        return torch.cat(codes)[: self.num_fit]
+
+    @torch.no_grad()
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        writer = tensorboard(trainer)
+        if writer is None or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        was_training = pl_module.training
+        pl_module.eval()
+        devices = [pl_module.device] if pl_module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # binarized reads and the draw
+            torch.manual_seed(self.seed)
+            codes = self._training_codes(trainer, pl_module)
+            eye = torch.eye(codes.shape[1], device=codes.device)
+            gaussian = torch.distributions.MultivariateNormal(
+                codes.mean(0), torch.cov(codes.T) + 1e-5 * eye
+            )
+            z = gaussian.sample((self.num_samples,))
+        step = logged_step(trainer)
+        samples = pl_module.decode(z.to(pl_module.dtype)).clamp(0, 1)
+        writer.add_image("val/samples_latent_gaussian", make_grid(samples, nrow=16), step)
+        if self.images is not None and len(self.images) >= 2:
+            ends = pl_module.embed(self.images.to(pl_module.device))
+            start, end = ends[0::2], ends[1::2]
+            n = min(len(start), len(end))
+            t = torch.linspace(0, 1, self.steps, device=ends.device).view(1, -1, 1)
+            path = start[:n, None] * (1 - t) + end[:n, None] * t  # [pairs, steps, D]
+            images = pl_module.decode(path.flatten(0, 1)).clamp(0, 1)
+            writer.add_image("val/interpolations", make_grid(images, nrow=self.steps), step)
+        pl_module.train(was_training)

@@ -5,6 +5,15 @@ from autoencoders.models.autoencoder import Autoencoder
 from autoencoders.models.classifier import EncoderClassifier
 from autoencoders.models.gmvae import GMVAE
 from autoencoders.models.ssvae import SSVAE
+from autoencoders.models.stacked import StackedAutoencoder
 from autoencoders.models.vae import VAE
 
-__all__ = ["AdversarialAutoencoder", "Autoencoder", "EncoderClassifier", "GMVAE", "SSVAE", "VAE"]
+__all__ = [
+    "AdversarialAutoencoder",
+    "Autoencoder",
+    "EncoderClassifier",
+    "GMVAE",
+    "SSVAE",
+    "StackedAutoencoder",
+    "VAE",
+]

@@ -69,6 +69,10 @@ class Autoencoder(LightningModule):
         """Codes ``[B, D]``."""
         return self.encoder(x)
 
+    def decode(self, z: Tensor) -> Tensor:
+        """Images in ``[0, 1]`` decoded from codes ``[B, D]``."""
+        return torch.sigmoid(self.decoder(z))
+
     def anomaly_score(self, x: Tensor) -> Tensor:
         """Per-image reconstruction error ``[B]`` of kind ``score`` (no input noise)."""
         score, logits = self.hparams.score, self(x)

@@ -3,6 +3,8 @@ encoder, fine-tuned or frozen."""
 
 from __future__ import annotations
 
+import glob
+import os
 from collections.abc import Sequence
 
 import torch
@@ -24,8 +26,10 @@ class EncoderClassifier(LightningModule):
         hidden: hidden sizes of the MLP head; empty gives a linear head.
         dropout: dropout before the head and after each hidden layer of the head.
         encoder_checkpoint: a checkpoint of any model of this package with an ``encoder``
-            (autoencoder, VAE, AAE, ...): its encoder weights are loaded into ``encoder``, which
-            must have the same architecture.
+            (autoencoder, VAE, AAE, ...), or a glob pattern (the newest match is used, e.g.
+            ``runs/conv_ae_fashion/version_*/checkpoints/best*.ckpt``): when fitting starts its
+            encoder weights are loaded into ``encoder``, which must have the same architecture.
+            ``None`` trains the same network from scratch.
         freeze_encoder: keep the encoder's weights fixed (no gradients, eval mode).
         encoder_lr: learning rate of the encoder's parameters; ``None`` uses the optimizer's.
         optimizer: optimizer factory, called with the parameter groups.
@@ -47,8 +51,6 @@ class EncoderClassifier(LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.encoder = encoder
-        if encoder_checkpoint is not None:
-            load_encoder(self.encoder, encoder_checkpoint)
         if freeze_encoder:
             self.encoder.requires_grad_(False)
         self.head = nn.Sequential(
@@ -69,6 +71,12 @@ class EncoderClassifier(LightningModule):
     def embed(self, x: Tensor) -> Tensor:
         """The encoder's features."""
         return self.encoder(x)
+
+    def setup(self, stage: str) -> None:
+        """Loads the pre-trained encoder before fitting (a resumed run then restores its own
+        weights over it; a trained classifier loads without the autoencoder's checkpoint)."""
+        if stage == "fit" and self.hparams.encoder_checkpoint is not None:
+            load_encoder(self.encoder, self.hparams.encoder_checkpoint)
 
     def train(self, mode: bool = True):
         """A frozen encoder stays in eval mode (its dropout and batch-norm statistics too)."""
@@ -108,7 +116,15 @@ class EncoderClassifier(LightningModule):
 
 
 def load_encoder(encoder: nn.Module, checkpoint: str) -> None:
-    """Loads the ``encoder.*`` weights of a Lightning checkpoint into ``encoder``."""
+    """Loads the ``encoder.*`` weights of a Lightning checkpoint (a path, or a glob pattern whose
+    newest match is used) into ``encoder``."""
+    matches = sorted(glob.glob(checkpoint), key=os.path.getmtime)
+    if not matches:
+        raise ValueError(
+            f"no encoder checkpoint matches {checkpoint!r}: train the autoencoder first (e.g. "
+            "`make fit CONFIG=conv_ae_fashion`) or pass --model.encoder_checkpoint PATH"
+        )
+    checkpoint = matches[-1]
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     weights = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
     if not weights:

@@ -110,9 +110,13 @@ class VAE(LightningModule):
         """Posterior means ``[B, z_dim]``."""
         return self(x)[0]
 
+    def decode(self, z: Tensor) -> Tensor:
+        """Bernoulli means ``[B, C, H, W]`` of codes ``z``."""
+        return torch.sigmoid(self.decoder(z))
+
     def sample(self, n: int) -> Tensor:
         """Bernoulli means of ``n`` images decoded from prior samples."""
-        return torch.sigmoid(self.decoder(self.sample_prior(n)))
+        return self.decode(self.sample_prior(n))
 
     def anomaly_score(self, x: Tensor) -> Tensor:
         """Negative ELBO (``score="nelbo"``) or reconstruction loss (``"rec"``) per image."""
