@@ -12,6 +12,7 @@ from torchmetrics import MeanMetric, MeanSquaredError
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from autoencoders import losses
+from autoencoders.models.base import optimizer_config
 
 
 class Autoencoder(LightningModule):
@@ -112,10 +113,7 @@ class Autoencoder(LightningModule):
         return {"reconstruction": self.reconstruct(x), "score": self.anomaly_score(x)}
 
     def configure_optimizers(self):
-        optimizer = self.optimizer(self.parameters())
-        if self.scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
+        return optimizer_config(self.optimizer, self.scheduler, self.parameters())
 
 
 def check_latent_sizes(encoder: nn.Module, decoder: nn.Module) -> None:

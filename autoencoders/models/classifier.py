@@ -9,15 +9,14 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 
+from autoencoders.models.base import EvaluatedModule, optimizer_config
 from autoencoders.nn import MLP
 
 
-class EncoderClassifier(LightningModule):
+class EncoderClassifier(EvaluatedModule):
     """``head(encoder(x))`` trained with cross-entropy.
 
     Args:
@@ -58,7 +57,6 @@ class EncoderClassifier(LightningModule):
         )
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.eval_loss = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
 
     def forward(self, x: Tensor) -> Tensor:
         """Class logits ``[B, num_classes]``."""
@@ -91,17 +89,10 @@ class EncoderClassifier(LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
-        """``{stage}/loss``: cross-entropy (accuracy comes from the accuracy callback)."""
+    def eval_loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        """Cross-entropy per image (accuracy comes from the accuracy callback)."""
         x, y = batch
-        self.eval_loss[stage].update(F.cross_entropy(self(x), y, reduction="none"))
-        self.log(f"{stage}/loss", self.eval_loss[stage], prog_bar=True)
+        return F.cross_entropy(self(x), y, reduction="none")
 
     def configure_optimizers(self):
         groups = [{"params": list(self.head.parameters())}]
@@ -109,10 +100,7 @@ class EncoderClassifier(LightningModule):
         if encoder_params:
             lr = self.hparams.encoder_lr
             groups.append({"params": encoder_params} | ({"lr": lr} if lr is not None else {}))
-        optimizer = self.optimizer(groups)
-        if self.scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
+        return optimizer_config(self.optimizer, self.scheduler, groups)
 
 
 def load_encoder(encoder: nn.Module, checkpoint: str) -> None:

@@ -20,16 +20,15 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 
 from autoencoders import distributions as D
 from autoencoders import losses
+from autoencoders.models.base import EvaluatedModule, optimizer_config
 
 
-class SSVAE(LightningModule):
+class SSVAE(EvaluatedModule):
     """M2 semi-supervised VAE, trained with manual optimization on
     ``{"unlabelled": x, "labelled": (x, y)}`` batches.
 
@@ -75,7 +74,6 @@ class SSVAE(LightningModule):
         if gen_weight == 0:  # nothing trains them: say so, so the optimizer skips them
             self.encoder.requires_grad_(False)
             self.decoder.requires_grad_(False)
-        self.eval_loss = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
 
     def forward(self, x: Tensor) -> Tensor:
         """Class logits ``[B, K]`` of q(y|x)."""
@@ -163,23 +161,14 @@ class SSVAE(LightningModule):
         if scheduler is not None:
             scheduler.step()
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        """``val/loss`` is the label-free NELBO -U(x), so checkpoint selection uses no labels
-        (accuracy comes from the accuracy callback)."""
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
-        self.eval_loss[stage].update(self.anomaly_score(batch[0]))
-        self.log(f"{stage}/loss", self.eval_loss[stage], prog_bar=True)
+    def eval_loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        """The label-free NELBO -U(x), so ``val/loss`` (checkpoint selection) uses no labels;
+        accuracy comes from the accuracy callback."""
+        return self.anomaly_score(batch[0])
 
     def configure_optimizers(self):
-        optimizer = self.optimizer([p for p in self.parameters() if p.requires_grad])
-        if self.scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return optimizer_config(self.optimizer, self.scheduler, trainable)
 
 
 def _check_size(what: str, network: nn.Module, attribute: str, expected: int, rule: str) -> None:

@@ -13,15 +13,14 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 
+from autoencoders.models.base import EvaluatedModule, optimizer_config
 from autoencoders.nn.mlp import make_activation
 
 
-class StackedAutoencoder(LightningModule):
+class StackedAutoencoder(EvaluatedModule):
     """An MLP encoder pre-trained layer by layer, then fine-tuned with a classification head.
 
     Args:
@@ -65,7 +64,6 @@ class StackedAutoencoder(LightningModule):
         self.dropout = nn.Dropout(dropout)
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.eval_loss = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
 
     @property
     def stage(self) -> int:
@@ -137,20 +135,10 @@ class StackedAutoencoder(LightningModule):
         self.log_dict({"train/loss": loss, "train/stage": float(self.stage)}, prog_bar=True)
         return loss
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
-        """``{stage}/loss``: the classifier's cross-entropy (high until fine-tuning starts)."""
+    def eval_loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        """The classifier's cross-entropy per image (high until fine-tuning starts)."""
         x, y = batch
-        self.eval_loss[stage].update(F.cross_entropy(self(x), y, reduction="none"))
-        self.log(f"{stage}/loss", self.eval_loss[stage], prog_bar=True)
+        return F.cross_entropy(self(x), y, reduction="none")
 
     def configure_optimizers(self):
-        optimizer = self.optimizer(self.parameters())
-        if self.scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
+        return optimizer_config(self.optimizer, self.scheduler, self.parameters())

@@ -11,16 +11,15 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 
 from autoencoders import distributions as D
 from autoencoders import losses
+from autoencoders.models.base import EvaluatedModule, optimizer_config
 
 
-class VAE(LightningModule):
+class VAE(EvaluatedModule):
     """Gaussian q(z|x), standard normal prior, Bernoulli p(x|z) over the decoder's logits.
 
     Args:
@@ -56,7 +55,6 @@ class VAE(LightningModule):
         self.decoder = decoder
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.eval_loss = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
 
     @property
     def z_dim(self) -> int:
@@ -137,19 +135,9 @@ class VAE(LightningModule):
         self.log_dict({"train/loss": loss} | terms, prog_bar=True)
         return loss
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
-        """``{stage}/loss``: the training loss (NELBO and IWAE come from the NELBO callback)."""
-        self.eval_loss[stage].update(self.loss(batch[0])[0])
-        self.log(f"{stage}/loss", self.eval_loss[stage], prog_bar=True)
+    def eval_loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        """The training loss per image (NELBO and IWAE come from the NELBO callback)."""
+        return self.loss(batch[0])[0]
 
     def configure_optimizers(self):
-        optimizer = self.optimizer(self.parameters())
-        if self.scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
+        return optimizer_config(self.optimizer, self.scheduler, self.parameters())
