@@ -77,12 +77,20 @@ class LatentMap(Callback):
         num_points: test images mapped.
         tsne: include the t-SNE map (the slow part: about 10 s for 2000 points).
         seed: random state of t-SNE and of the cross-validation folds.
+        class_names: legend entries (default: the class indices).
     """
 
-    def __init__(self, num_points: int = 2000, tsne: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self,
+        num_points: int = 2000,
+        tsne: bool = True,
+        seed: int = 0,
+        class_names: list[str] | None = None,
+    ) -> None:
         self.num_points = num_points
         self.tsne = tsne
         self.seed = seed
+        self.class_names = class_names
         self.images: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
 
@@ -126,10 +134,15 @@ class LatentMap(Callback):
         if codes.shape[1] > 2:
             titles["latent"] = f"model latent ({codes.shape[1]}-d, PCA)"
         fig, axes = plt.subplots(1, len(maps), figsize=(5.5 * len(maps), 5.2))
+        colours = plt.get_cmap("tab10")
         for ax, (name, points) in zip(axes, maps.items(), strict=True):
-            ax.scatter(points[:, 0], points[:, 1], s=3, c=labels, cmap="tab10")
+            ax.scatter(points[:, 0], points[:, 1], s=3, c=colours(labels % 10))
             ax.set_title(f"{titles[name]}: 5-NN acc {scores[name]:.3f}")
             ax.set_xticks([]), ax.set_yticks([])
-        fig.tight_layout()
+        classes = sorted(set(labels.tolist()))
+        names = [self.class_names[c] if self.class_names else str(c) for c in classes]
+        handles = [plt.Line2D([], [], ls="", marker="o", color=colours(c % 10)) for c in classes]
+        fig.legend(handles, names, loc="center right", fontsize="small")
+        fig.tight_layout(rect=(0, 0, 0.9, 1))
         writer.add_figure("test/latent_maps", fig, logged_step(trainer))
         plt.close(fig)
