@@ -64,6 +64,8 @@ def header(title: str, command: str) -> str:
 
 
 def mean_se(values: list[float]) -> str:
+    if not values:  # a metric that older records did not have
+        return "-"
     if len(values) == 1:
         return f"{values[0]:.4g}"
     se = statistics.stdev(values) / math.sqrt(len(values))

@@ -16,6 +16,7 @@ def test_sections_are_replaced_in_place(tmp_path, monkeypatch):
 def test_mean_and_standard_error():
     assert bench.mean_se([1.0, 2.0, 3.0]) == "2 ± 0.58"
     assert bench.mean_se([0.5]) == "0.5"
+    assert bench.mean_se([]) == "-", "a metric older records lack"
 
 
 def test_curve_table_averages_runs():
