@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import glob
 import math
-import os
 
 import matplotlib.pyplot as plt
 import torch
@@ -13,6 +11,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torchvision.utils import make_grid
 
 from autoencoders.callbacks.image_grid import logged_step, tensorboard
+from autoencoders.models.classifier import newest_match
 
 
 class PriorSampleGrid(Callback):
@@ -89,14 +88,14 @@ def find_checkpoint(pattern: str | None) -> str | None:
     """The newest file matching ``pattern`` (a path or a glob), or ``None`` with a warning."""
     if pattern is None:
         return None
-    matches = sorted(glob.glob(pattern), key=os.path.getmtime)
-    if not matches:
+    match = newest_match(pattern)
+    if match is None:
         rank_zero_warn(
             f"no classifier checkpoint matches {pattern!r}: the class histogram of the samples "
             "is skipped (train one with `make fit CONFIG=mnist_classifier`)"
         )
         return None
-    return matches[-1]
+    return match
 
 
 @torch.no_grad()

@@ -106,13 +106,13 @@ class EncoderClassifier(EvaluatedModule):
 def load_encoder(encoder: nn.Module, checkpoint: str) -> None:
     """Loads the ``encoder.*`` weights of a Lightning checkpoint (a path, or a glob pattern whose
     newest match is used) into ``encoder``."""
-    matches = sorted(glob.glob(checkpoint), key=os.path.getmtime)
-    if not matches:
+    match = newest_match(checkpoint)
+    if match is None:
         raise ValueError(
             f"no encoder checkpoint matches {checkpoint!r}: train the autoencoder first (e.g. "
             "`make fit CONFIG=conv_ae_fashion`) or pass --model.encoder_checkpoint PATH"
         )
-    checkpoint = matches[-1]
+    checkpoint = match
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     weights = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
     if not weights:
@@ -123,3 +123,9 @@ def load_encoder(encoder: nn.Module, checkpoint: str) -> None:
         raise ValueError(
             f"the encoder in {checkpoint} does not match the configured encoder: {err}"
         ) from None
+
+
+def newest_match(pattern: str) -> str | None:
+    """The most recently modified file matching ``pattern`` (a path or a glob), or ``None``."""
+    matches = sorted(glob.glob(pattern), key=os.path.getmtime)
+    return matches[-1] if matches else None
