@@ -164,9 +164,9 @@ def bench_fit(args: argparse.Namespace) -> None:
             metrics["s_per_epoch"] = seconds / max(1, cli.trainer.current_epoch)
             batches = cli.trainer.fit_loop.epoch_loop._batches_that_stepped
             metrics["s_per_1k_batches"] = 1000 * seconds / max(1, batches)
-            record = {"config": config, "seed": seed, "ckpt": args.ckpt, "curve_tag": args.curve,
-                      "metrics": metrics, "curve": curve, "command": command,
-                      "log_dir": cli.trainer.logger.log_dir}  # fmt: skip
+            record = {"config": args.label or config, "seed": seed, "ckpt": args.ckpt,
+                      "curve_tag": args.curve, "metrics": metrics, "curve": curve,
+                      "command": command, "log_dir": cli.trainer.logger.log_dir}  # fmt: skip
             with open(record_file, "a") as f:
                 f.write(json.dumps(record) + "\n")
             write_table(name)
@@ -273,6 +273,10 @@ def main(argv: list[str] | None = None) -> None:
     fit = sub.add_parser("fit", help="train and test configs over seeds")
     fit.add_argument("--configs", nargs="+", required=True)
     fit.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    fit.add_argument(
+        "--label",
+        help="row name in the table (default: the config); for runs with --args overrides",
+    )
     fit.add_argument("--name", help="section name in BENCHMARKS.md")
     fit.add_argument("--ckpt", choices=sorted(CHECKPOINTS), default="best")
     fit.add_argument("--curve", help="a validation metric to tabulate against time, e.g. val/acc")

@@ -204,18 +204,6 @@ def test_predict_on_photos_writes_csv_and_skips_broken_files(fake_root, tmp_path
         assert 0 <= int(row["label"]) <= 9 and 0 < float(row["probability"]) <= 1
 
 
-def test_random_shift_moves_whole_pixels_within_range():
-    from autoencoders.models.aae import random_shift
-
-    x = torch.zeros(64, 1, 28, 28)
-    x[:, 0, 14, 14] = 1
-    shifted = random_shift(x, max_shift=2)
-    positions = torch.stack([torch.nonzero(img[0])[0] for img in shifted])
-    assert shifted.sum((1, 2, 3)).eq(1).all(), "one pixel stays one pixel"
-    assert (positions - 14).abs().max() <= 2
-    assert len({tuple(p) for p in positions.tolist()}) > 10, "offsets differ per image"
-
-
 def test_figures_line_up_with_the_scalars(fake_root):
     """Four optimizer steps per batch: figures are written at the scalars' step (batches)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -37,6 +37,11 @@ def test_fit_records_runs_and_tabulates_them(fake_root, tmp_path, monkeypatch):
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| ae_mnist | 0, 1 |" in text and "±" in text
     assert "`val/loss` of ae_mnist" in text
+    bench.main(["fit", "--configs", "ae_mnist", "--seeds", "0", "--name", "t", "--label",
+                "ae_mnist_z8", "--args", *quick, "--model.init_args.encoder.init_args.latent_dim=8",
+                "--model.init_args.decoder.init_args.latent_dim=8"])  # fmt: skip
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "| ae_mnist | 0, 1 |" in text and "| ae_mnist_z8 | 0 |" in text, "a row of its own"
 
 
 def test_fit_also_tests_a_changed_data_module(fake_root, tmp_path, monkeypatch):

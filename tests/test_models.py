@@ -112,8 +112,15 @@ def test_denoising_reconstructs_the_clean_target():
 
 
 @pytest.mark.parametrize("channels", [[16, 32], [32, 16, 8]])
-def test_conv_networks_fit_28x28(channels):
-    encoder = ConvEncoder(latent_dim=12, channels=channels, dropout=0.1)
+@pytest.mark.parametrize("deeper", [False, True])
+def test_conv_networks_fit_28x28(channels, deeper):
+    options = {"convs_per_block": 2, "batch_norm": True} if deeper else {}
+    encoder = ConvEncoder(latent_dim=12, channels=channels, dropout=0.1, **options)
+    n_convs = sum(isinstance(m, torch.nn.Conv2d) for m in encoder.modules())
+    n_norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in encoder.modules())
+    assert (n_convs, n_norms) == (
+        (2 * len(channels), 2 * len(channels)) if deeper else (len(channels), 0)
+    )
     decoder = ConvDecoder(latent_dim=12, channels=channels[::-1])
     x = torch.rand(2, 1, 28, 28)
     assert encoder(x).shape == (2, 12)

@@ -102,8 +102,9 @@ class ClassificationMetrics(Callback):
         confusion = self.confusion.compute()
         writer = tensorboard(trainer)
         if writer is not None and trainer.is_global_zero and not trainer.sanity_checking:
-            fig, _ = self.confusion.plot(confusion)
-            fig.set_size_inches(6, 6)
+            names = self.class_names if len(self.class_names) == len(confusion) else None
+            fig, _ = self.confusion.plot(confusion, labels=names)
+            fig.set_size_inches(7, 7)
             writer.add_figure(f"{stage}/confusion_matrix", fig, logged_step(trainer))
             plt.close(fig)
         if self.report and stage == "test":

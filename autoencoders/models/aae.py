@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from autoencoders import losses
+from autoencoders.augment import random_shift
 from autoencoders.models.autoencoder import check_latent_sizes
 
 
@@ -276,16 +277,3 @@ class AdversarialAutoencoder(LightningModule):
             make(opt) for make, opt in zip(self.schedulers_, optimizers, strict=True) if make
         ]
         return optimizers, schedulers
-
-
-def random_shift(x: Tensor, max_shift: int) -> Tensor:
-    """Translates each image by its own random whole-pixel offset in ``[-max_shift, max_shift]``
-    along each axis, filling with zeros (black, the MNIST background)."""
-    n, _, height, width = x.shape
-    offsets = torch.randint(-max_shift, max_shift + 1, (n, 2), device=x.device).float()
-    theta = torch.zeros(n, 2, 3, device=x.device)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1
-    theta[:, 0, 2] = -2 * offsets[:, 0] / width
-    theta[:, 1, 2] = -2 * offsets[:, 1] / height
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)

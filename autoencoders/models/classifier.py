@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from autoencoders.augment import augment
 from autoencoders.models.base import EvaluatedModule, optimizer_config
 from autoencoders.nn import MLP
 
@@ -31,6 +32,8 @@ class EncoderClassifier(EvaluatedModule):
             ``None`` trains the same network from scratch.
         freeze_encoder: keep the encoder's weights fixed (no gradients, eval mode).
         encoder_lr: learning rate of the encoder's parameters; ``None`` uses the optimizer's.
+        max_shift: training images are translated by up to this many pixels (0: off).
+        hflip: training images are mirrored left to right at random (clothes, not digits).
         optimizer: optimizer factory, called with the parameter groups.
         scheduler: optional learning-rate scheduler factory, stepped every epoch.
     """
@@ -44,6 +47,8 @@ class EncoderClassifier(EvaluatedModule):
         encoder_checkpoint: str | None = None,
         freeze_encoder: bool = False,
         encoder_lr: float | None = None,
+        max_shift: int = 0,
+        hflip: bool = False,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -85,6 +90,7 @@ class EncoderClassifier(EvaluatedModule):
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x, y = batch["labelled"] if isinstance(batch, dict) else batch
+        x = augment(x, self.hparams.max_shift, self.hparams.hflip)
         loss = F.cross_entropy(self(x), y)
         self.log("train/loss", loss, prog_bar=True)
         return loss

@@ -12,7 +12,7 @@ from autoencoders.nn.mlp import make_activation
 
 
 class ConvEncoder(nn.Module):
-    """Conv blocks (conv, activation, dropout, 2x2 max-pool), then a linear map to the code.
+    """Conv blocks (convs with activations, dropout, 2x2 max-pool), then a linear map to the code.
 
     With the defaults this is seed 004's encoder: 1x28x28 -> 16x14x14 -> 32x7x7 -> ``latent_dim``.
 
@@ -22,7 +22,9 @@ class ConvEncoder(nn.Module):
         input_shape: ``(channels, height, width)`` of the images.
         kernel_size: odd kernel size; padding keeps the resolution before pooling.
         activation: activation name.
-        dropout: dropout probability after each activation.
+        dropout: dropout probability at the end of each block.
+        convs_per_block: conv + activation pairs per block (seed 003 used two).
+        batch_norm: batch normalisation after each conv.
     """
 
     def __init__(
@@ -33,6 +35,8 @@ class ConvEncoder(nn.Module):
         kernel_size: int = 3,
         activation: str = "relu",
         dropout: float = 0.0,
+        convs_per_block: int = 1,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
@@ -40,13 +44,12 @@ class ConvEncoder(nn.Module):
         blocks: list[nn.Module] = []
         in_ch = input_shape[0]
         for out_ch in channels:
-            blocks += [
-                nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2),
-                make_activation(activation),
-                nn.Dropout(dropout),
-                nn.MaxPool2d(2),
-            ]
-            in_ch = out_ch
+            for _ in range(convs_per_block):
+                blocks.append(nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2))
+                blocks += [nn.BatchNorm2d(out_ch)] if batch_norm else []
+                blocks.append(make_activation(activation))
+                in_ch = out_ch
+            blocks += [nn.Dropout(dropout), nn.MaxPool2d(2)]
         self.features = nn.Sequential(*blocks, nn.Flatten())
         with torch.no_grad():
             n_features = self.features(torch.zeros(1, *input_shape)).shape[1]

@@ -1,0 +1,35 @@
+"""Batch augmentations applied inside training steps (on the device, a new draw per image)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def random_shift(x: Tensor, max_shift: int) -> Tensor:
+    """Translates each image by its own random whole-pixel offset in ``[-max_shift, max_shift]``
+    along each axis, filling with zeros (black, the MNIST background)."""
+    n, _, height, width = x.shape
+    offsets = torch.randint(-max_shift, max_shift + 1, (n, 2), device=x.device).float()
+    theta = torch.zeros(n, 2, 3, device=x.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    theta[:, 0, 2] = -2 * offsets[:, 0] / width
+    theta[:, 1, 2] = -2 * offsets[:, 1] / height
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+def random_hflip(x: Tensor) -> Tensor:
+    """Mirrors a random half of the images left to right (for clothes, not for digits)."""
+    flip = torch.rand(x.shape[0], device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def augment(x: Tensor, max_shift: int = 0, hflip: bool = False) -> Tensor:
+    """``random_shift`` when ``max_shift > 0``, then ``random_hflip`` when ``hflip``."""
+    if max_shift > 0:
+        x = random_shift(x, max_shift)
+    if hflip:
+        x = random_hflip(x)
+    return x

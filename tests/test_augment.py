@@ -1,0 +1,30 @@
+"""Training-time batch augmentations."""
+
+import torch
+
+from autoencoders.augment import augment, random_hflip, random_shift
+
+
+def test_random_shift_moves_whole_pixels_within_range():
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, 0, 14, 14] = 1
+    shifted = random_shift(x, max_shift=2)
+    positions = torch.stack([torch.nonzero(img[0])[0] for img in shifted])
+    assert shifted.sum((1, 2, 3)).eq(1).all(), "one pixel stays one pixel"
+    assert (positions - 14).abs().max() <= 2
+    assert len({tuple(p) for p in positions.tolist()}) > 10, "offsets differ per image"
+
+
+def test_random_hflip_mirrors_about_half_the_images():
+    torch.manual_seed(0)
+    x = torch.rand(400, 1, 28, 28)
+    flipped = random_hflip(x)
+    mirrored = torch.tensor([torch.equal(a, b.flip(-1)) for a, b in zip(x, flipped, strict=True)])
+    unchanged = torch.tensor([torch.equal(a, b) for a, b in zip(x, flipped, strict=True)])
+    assert (mirrored ^ unchanged).all(), "each image is either kept or mirrored"
+    assert 150 < mirrored.sum() < 250
+
+
+def test_augment_without_options_returns_the_batch():
+    x = torch.rand(4, 1, 28, 28)
+    assert augment(x) is x
