@@ -79,3 +79,18 @@ def test_classification_report_matches_scikit_learn(fake_root, encoder_checkpoin
     report = events.Tensors("test/classification_report/text_summary")[-1]
     text = report.tensor_proto.string_val[0].decode()
     assert "Ankle boot" in text and "macro avg" in text
+
+
+def test_classifier_augments_only_training_batches():
+    from autoencoders.models import EncoderClassifier
+    from autoencoders.nn import ConvEncoder
+
+    torch.manual_seed(0)
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    plain = EncoderClassifier(ConvEncoder(latent_dim=8)).eval()
+    augmented = EncoderClassifier(ConvEncoder(latent_dim=8), max_shift=2, hflip=True).eval()
+    augmented.load_state_dict(plain.state_dict())
+    expected = torch.nn.functional.cross_entropy(plain(x), y)
+    torch.testing.assert_close(plain.training_step((x, y), 0), expected)
+    assert not torch.allclose(augmented.training_step((x, y), 0), expected)
+    torch.testing.assert_close(augmented.eval_loss((x, y)), plain.eval_loss((x, y)))
