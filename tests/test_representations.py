@@ -94,3 +94,10 @@ def test_classifier_augments_only_training_batches():
     torch.testing.assert_close(plain.training_step((x, y), 0), expected)
     assert not torch.allclose(augmented.training_step((x, y), 0), expected)
     torch.testing.assert_close(augmented.eval_loss((x, y)), plain.eval_loss((x, y)))
+
+
+def test_class_names_must_match_the_number_of_classes():
+    from autoencoders.callbacks import ClassificationMetrics
+
+    with pytest.raises(ValueError, match="3 class_names given for 10 classes"):
+        ClassificationMetrics(num_classes=10, class_names=["a", "b", "c"])

@@ -40,6 +40,8 @@ class ClassificationMetrics(Callback):
         self.num_classes = num_classes
         self.clusters = clusters
         self.report = report
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class_names given for {num_classes} classes")
         self.class_names = class_names or [str(i) for i in range(num_classes)]
         self.accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.confusion = MulticlassConfusionMatrix(num_classes)
@@ -102,8 +104,7 @@ class ClassificationMetrics(Callback):
         confusion = self.confusion.compute()
         writer = tensorboard(trainer)
         if writer is not None and trainer.is_global_zero and not trainer.sanity_checking:
-            names = self.class_names if len(self.class_names) == len(confusion) else None
-            fig, _ = self.confusion.plot(confusion, labels=names)
+            fig, _ = self.confusion.plot(confusion, labels=self.class_names)
             fig.set_size_inches(7, 7)
             writer.add_figure(f"{stage}/confusion_matrix", fig, logged_step(trainer))
             plt.close(fig)

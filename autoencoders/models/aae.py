@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from autoencoders import losses
-from autoencoders.augment import random_shift
+from autoencoders.augment import augment
 from autoencoders.models.autoencoder import check_latent_sizes
 
 
@@ -158,11 +158,6 @@ class AdversarialAutoencoder(LightningModule):
             return x
         return x + self.hparams.input_noise * torch.randn_like(x)
 
-    def _shifted(self, x: Tensor) -> Tensor:
-        if self.hparams.max_shift <= 0:
-            return x
-        return random_shift(x, self.hparams.max_shift)
-
     def _critic(self, disc: nn.Module, codes: Tensor) -> Tensor:
         if self.hparams.disc_noise > 0:
             codes = codes + self.hparams.disc_noise * torch.randn_like(codes)
@@ -225,9 +220,9 @@ class AdversarialAutoencoder(LightningModule):
         else:  # unsupervised clustering: (x, y) with y unused
             x = batch[0]
         opt_ae, opt_disc, opt_gen, opt_cls = self.optimizers()
-        x = self._shifted(x)
+        x = augment(x, self.hparams.max_shift)
         if labelled is not None:
-            labelled = (self._shifted(labelled[0]), labelled[1])
+            labelled = (augment(labelled[0], self.hparams.max_shift), labelled[1])
         rec = self._step(opt_ae, self.reconstruction_loss(x))
         disc, disc_logs = self.discriminator_loss(x)
         self._step(opt_disc, disc)
