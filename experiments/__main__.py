@@ -44,19 +44,26 @@ def resolve_args(args: list[str]) -> tuple[list[str], str]:
 
 
 class CLI(LightningCLI):
-    """LightningCLI with two callbacks always on: a checkpoint keeping the best (lowest
-    ``val/loss``) and the last epoch, and the RNG states saved for exact resumption."""
+    """LightningCLI with three callbacks always on: a checkpoint of the best (lowest
+    ``val/loss``) epoch, ``last.ckpt`` rewritten after every epoch, and the RNG states saved for
+    exact resumption.
+
+    ``last.ckpt`` has its own ``ModelCheckpoint`` (no monitor) because since Lightning 2.6
+    ``save_last=True`` writes it only when a best checkpoint is saved at the same step, which
+    makes it a copy of the best epoch.
+    """
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(RNGState, "rng_state")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/loss",
                 "checkpoint.mode": "min",
-                "checkpoint.save_last": True,
                 "checkpoint.filename": "best-epoch{epoch:03d}",
                 "checkpoint.auto_insert_metric_name": False,
+                "last_checkpoint.filename": "last",
             }
         )
 

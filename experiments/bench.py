@@ -206,13 +206,13 @@ def write_table(name: str) -> None:
 
 def bench_scores(args: argparse.Namespace) -> None:
     """AUROC of several anomaly scores of one trained autoencoder on the official validation and
-    test sets: which per-image score separates pneumonia from normal images."""
-    import torch.nn.functional as F
+    test sets, and the test balanced accuracy at the threshold Youden's rule fits on validation:
+    which per-image score separates pneumonia from normal images."""
     from sklearn.covariance import LedoitWolf
-    from torchmetrics.functional.classification import binary_auroc
-    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+    from torchmetrics.functional.image import structural_similarity_index_measure
 
-    from autoencoders.callbacks.thresholds import unit_interval
+    from autoencoders.callbacks.thresholds import detection_metrics, fit_threshold
+    from autoencoders.models.autoencoder import box_blur
     from experiments.__main__ import main
 
     cli = main(["--config", args.config, "--data.balanced_eval=false", *args.args], run=False)
@@ -222,46 +222,62 @@ def bench_scores(args: argparse.Namespace) -> None:
     images = {k: ds.__getitems__(list(range(len(ds)))) for k, ds in split.items()}
     lungs = torch.zeros(1, 1, 28, 28)
     lungs[..., 4:24, 3:25] = 1
+
+    def ssim(x, r, window=11, blur=0, full_image=False):
+        """1 - SSIM per image, or the per-pixel 1 - SSIM map with ``full_image``."""
+        if blur:
+            x, r = box_blur(x, blur), box_blur(r, blur)
+        index, image = structural_similarity_index_measure(
+            r, x, data_range=1.0, kernel_size=window, sigma=window / 7,
+            reduction="none", return_full_image=True,
+        )  # fmt: skip
+        return 1 - (image if full_image else index)
+
     with torch.no_grad():
-        codes = LedoitWolf().fit(model.embed(images["train"][0]).numpy())
-
-        def blur(t):
-            return F.avg_pool2d(t, 5, 1, 2)
-
+        train = images["train"][0]
+        codes = LedoitWolf().fit(model.embed(train).numpy())
+        healthy = ssim(train, model.reconstruct(train), blur=3, full_image=True)
+        mean, std = healthy.mean(0), healthy.std(0) + 1e-6
         scores = {
             "squared error": lambda x, r: (r - x).square().flatten(1).sum(1),
             "squared error, central 20x22 window": lambda x, r: (
                 ((r - x).square() * lungs).flatten(1).sum(1)
             ),
             "squared error after a 5x5 box blur": lambda x, r: (
-                (blur(r) - blur(x)).square().flatten(1).sum(1)
+                (box_blur(r, 5) - box_blur(x, 5)).square().flatten(1).sum(1)
             ),
             "Mahalanobis distance of the code": lambda x, r: torch.from_numpy(
                 codes.mahalanobis(model.embed(x).numpy())
             ),
-            **{
-                f"1 - SSIM, window {k}": lambda x, r, k=k: (
-                    1 - ssim(r, x, data_range=1.0, kernel_size=k, sigma=k / 7, reduction="none")
-                )
-                for k in (3, 7, 11)
-            },
+            **{f"1 - SSIM, window {k}": lambda x, r, k=k: ssim(x, r, k) for k in (3, 7, 11, 15)},
+            "1 - SSIM, window 11, after a 3x3 box blur": lambda x, r: ssim(x, r, blur=3),
+            "1 - SSIM map after a 3x3 box blur, each pixel z-scored by the healthy training "
+            "images, averaged": lambda x, r: (
+                ((ssim(x, r, blur=3, full_image=True) - mean) / std).flatten(1).mean(1)
+            ),
+            f"the checkpoint's own anomaly_score (score={model.hparams.score}, "
+            f"score_blur={model.hparams.get('score_blur', 0)})": lambda x, r: model.anomaly_score(
+                x
+            ),
         }
         rows = []
         for name, score in scores.items():
-            cells = []
-            for stage in ("val", "test"):
-                x, y = images[stage]
-                values = unit_interval(score(x, model.reconstruct(x)))
-                cells.append(f"{binary_auroc(values, y):.3f}")
-            rows.append(f"| {name} | " + " | ".join(cells) + " |")
+            values = {k: score(x, model.reconstruct(x)) for k, (x, _) in images.items()}
+            threshold = fit_threshold(values["val"], images["val"][1], "youden")
+            val = detection_metrics(values["val"], images["val"][1], threshold)
+            test = detection_metrics(values["test"], images["test"][1], threshold)
+            cells = [val["auroc"], test["auroc"], test["balanced_acc"]]
+            rows.append(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
     command = "python -m experiments.bench " + " ".join(sys.argv[1:])
     write_section(
         f"scores-{Path(args.config).stem}",
         header(f"Anomaly scores of {Path(args.config).stem}", command)
         + f"\nCheckpoint `{args.ckpt_path}`; AUROC on the official validation and test sets "
-        "(normal = 0, pneumonia = 1). Mahalanobis: Ledoit-Wolf Gaussian of the healthy training "
-        "codes. SSIM: Gaussian window, sigma = window / 7.\n\n"
-        "| score | val AUROC | test AUROC |\n|---|---|---|\n" + "\n".join(rows),
+        "(normal = 0, pneumonia = 1), and test balanced accuracy at the threshold Youden's rule "
+        "fits on validation. Mahalanobis: Ledoit-Wolf Gaussian of the healthy training codes. "
+        "SSIM: Gaussian window, sigma = window / 7, averaged over the SSIM map.\n\n"
+        "| score | val AUROC | test AUROC | test balanced acc |\n|---|---|---|---|\n"
+        + "\n".join(rows),
     )
 
 

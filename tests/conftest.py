@@ -15,19 +15,27 @@ def fake_root(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def encoder_checkpoint(fake_root, tmp_path_factory) -> str:
-    """A conv_ae_fashion checkpoint from a short run on the fake data, for the configs that
+def encoder_checkpoint(fake_root, tmp_path_factory):
+    """``encoder_checkpoint(config)``: the last checkpoint of a short run of the autoencoder
+    config ``config`` on the fake data (trained once per session), for the configs that
     fine-tune a pre-trained encoder."""
     from experiments.__main__ import main
     from tests.helpers import short
 
-    folder, cwd = tmp_path_factory.mktemp("pretrained"), os.getcwd()
-    os.chdir(folder)
-    try:
-        main(["fit", "--config", "conv_ae_fashion", *short(fake_root)])
-    finally:
-        os.chdir(cwd)
-    return str(folder / "runs/conv_ae_fashion/version_0/checkpoints/last.ckpt")
+    folder, checkpoints = tmp_path_factory.mktemp("pretrained"), {}
+
+    def train(config: str = "conv_ae_fashion") -> str:
+        if config not in checkpoints:
+            cwd = os.getcwd()
+            os.chdir(folder)
+            try:
+                main(["fit", "--config", config, *short(fake_root)])
+            finally:
+                os.chdir(cwd)
+            checkpoints[config] = str(folder / f"runs/{config}/version_0/checkpoints/last.ckpt")
+        return checkpoints[config]
+
+    return train
 
 
 @pytest.fixture(autouse=True)

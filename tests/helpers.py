@@ -4,8 +4,10 @@ the arguments of a short run on the fake data."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from experiments.__main__ import CONFIGS, main
@@ -15,10 +17,13 @@ CONFIG_FILES = sorted(CONFIGS.glob("*.yaml"))
 CONFIG_IDS = [c.stem for c in CONFIG_FILES]
 
 
-def pretrained(config: str | Path, checkpoint: str) -> list[str]:
-    """For configs that load a pre-trained encoder: the override pointing at ``checkpoint``."""
+def pretrained(config: str | Path, train: Callable[[str], str]) -> list[str]:
+    """For configs that load a pre-trained encoder: the override pointing at a checkpoint of the
+    autoencoder config their ``encoder_checkpoint`` names (``runs/<config>/...``), made by
+    ``train(config)`` (the ``encoder_checkpoint`` fixture)."""
     text = Path(config).read_text() if Path(config).is_file() else ""
-    return [f"--model.encoder_checkpoint={checkpoint}"] if "encoder_checkpoint:" in text else []
+    match = re.search(r"encoder_checkpoint: runs/(\w+)/", text)
+    return [f"--model.encoder_checkpoint={train(match[1])}"] if match else []
 
 
 def build(config: str | Path, root: str, *overrides: str):

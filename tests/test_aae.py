@@ -133,7 +133,7 @@ def test_sample_generates_the_requested_classes():
 
 def test_checkpoint_restores_optimizer_and_scheduler_states(fake_root):
     first = main(["fit", "--config", "aae_seed", *short(fake_root)])
-    last = Path(first.trainer.checkpoint_callback.last_model_path)
+    last = Path(first.trainer.log_dir) / "checkpoints/last.ckpt"
     checkpoint = torch.load(last, weights_only=True)
     assert len(checkpoint["optimizer_states"]) == 4
     assert [s["last_epoch"] for s in checkpoint["lr_schedulers"]] == [1, 1]
@@ -192,7 +192,7 @@ def test_predict_on_photos_writes_csv_and_skips_broken_files(fake_root, tmp_path
     assert "broken.png" in capfd.readouterr().err
 
     fit = main(["fit", "--config", "aae", *short(fake_root, train_batches=2)])
-    ckpt = fit.trainer.checkpoint_callback.last_model_path
+    ckpt = Path(fit.trainer.log_dir) / "checkpoints/last.ckpt"
     predict = [f"--ckpt_path={ckpt}", f"--data.path={photos}"]
     predicted = main(["predict", "--config", "aae", *short(fake_root, *predict)])
     writer = next(c for c in predicted.trainer.callbacks if isinstance(c, PredictionWriter))

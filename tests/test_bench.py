@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 from experiments import bench
 
@@ -57,3 +58,22 @@ def test_fit_also_tests_a_changed_data_module(fake_root, tmp_path, monkeypatch):
     assert 0 <= record["metrics"][balanced] <= 1 and 0 <= record["metrics"][official] <= 1
     assert record["metrics"]["test[balanced_eval=false]/acc"] != record["metrics"]["test/acc"]
     assert official in (tmp_path / "BENCHMARKS.md").read_text()
+
+
+def test_scores_tabulates_every_score_of_a_checkpoint(fake_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "BENCHMARKS", tmp_path / "BENCHMARKS.md")
+    monkeypatch.setattr(bench, "RECORDS", tmp_path / "records")
+    quick = [f"--data.root={fake_root}", "--trainer.max_epochs=1",
+             "--trainer.limit_train_batches=2", "--trainer.enable_progress_bar=false"]  # fmt: skip
+    bench.main(["fit", "--configs", "anomaly_pneumonia", "--seeds", "0", "--name", "p",
+                "--args", *quick])  # fmt: skip
+    checkpoint = next(Path("runs/anomaly_pneumonia/version_0/checkpoints").glob("best*.ckpt"))
+    bench.main(["scores", "--config", "anomaly_pneumonia", "--ckpt-path", str(checkpoint),
+                "--args", f"--data.root={fake_root}"])  # fmt: skip
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    rows = [r for r in text.split("## Anomaly scores of anomaly_pneumonia")[1].splitlines()
+            if r.startswith("| ") and not r.startswith("| score")]  # fmt: skip
+    assert len(rows) == 11 and "own anomaly_score (score=ssim, score_blur=" in text
+    for row in rows:
+        cells = [float(c) for c in row.strip("| ").split(" | ")[1:]]
+        assert len(cells) == 3 and all(0 <= c <= 1 for c in cells), row

@@ -58,6 +58,16 @@ def test_a_run_writes_scalars_images_and_best_and_last_checkpoints(fake_root):
     assert Path("runs/ae_mnist/version_1").is_dir(), "a second run gets its own version"
 
 
+def test_last_checkpoint_is_the_latest_epoch_not_the_best(fake_root):
+    """Lightning 2.6 writes last.ckpt only when a best checkpoint is saved; ours is the latest
+    epoch. Monitoring the epoch number with mode=min makes epoch 0 the only best one."""
+    cli = short_fit(fake_root, "--trainer.max_epochs=3", "--checkpoint.monitor=epoch")
+    folder = Path(cli.trainer.log_dir) / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
+    last = torch.load(folder / "last.ckpt", weights_only=False)
+    assert (last["epoch"], last["global_step"]) == (2, cli.trainer.global_step)
+
+
 def test_resume_continues_exactly(fake_root):
     """Two epochs in one go equal one epoch, then a resume from its last checkpoint: same data
     order and same dropout masks (conv_ae_fashion has dropout 0.2)."""

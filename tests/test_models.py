@@ -130,3 +130,48 @@ def test_conv_networks_fit_28x28(channels, deeper):
 def test_mismatched_latent_sizes_fail_early():
     with pytest.raises(ValueError, match="latent_dim=8 but decoder latent_dim=16"):
         Autoencoder(MLPEncoder(8), MLPDecoder(16))
+
+
+def mean_of_neighbours(images: torch.Tensor) -> torch.Tensor:
+    """3x3 box blur by hand: each pixel's mean over the neighbours inside the image."""
+    padded = torch.nn.functional.pad(images, (1, 1, 1, 1), value=float("nan"))
+    patches = padded.unfold(2, 3, 1).unfold(3, 3, 1)  # [B, C, H, W, 3, 3]
+    return patches.flatten(-2).nanmean(-1)
+
+
+def test_blurred_squared_error_score_by_hand():
+    model = Autoencoder(MLPEncoder(4), MLPDecoder(4), score="mse", score_blur=3).eval()
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        blurred_error = mean_of_neighbours(model.reconstruct(x)) - mean_of_neighbours(x)
+        expected = blurred_error.square().flatten(1).sum(1)
+        unblurred = Autoencoder(MLPEncoder(4), MLPDecoder(4), score="mse")
+        unblurred.load_state_dict(model.state_dict())
+        torch.testing.assert_close(model.anomaly_score(x), expected)
+        assert not torch.allclose(unblurred.eval().anomaly_score(x), expected)
+
+
+@pytest.mark.parametrize("score, size", [("bce", 3), ("ssim", 4)])
+def test_score_blur_needs_an_image_score_and_an_odd_size(score, size):
+    with pytest.raises(ValueError, match="score_blur"):
+        Autoencoder(MLPEncoder(4), MLPDecoder(4), score=score, score_blur=size)
+
+
+def test_training_augments_input_and_target_alike(monkeypatch):
+    """With max_shift / hflip the loss is the reconstruction of the augmented batch."""
+    import autoencoders.models.autoencoder as module
+
+    seen = []
+    shifted = torch.rand(2, 1, 28, 28)
+
+    def fake_augment(x, max_shift, hflip):
+        seen.append((max_shift, hflip))
+        return shifted
+
+    monkeypatch.setattr(module, "augment", fake_augment)
+    model = Autoencoder(MLPEncoder(4), MLPDecoder(4), max_shift=2, hflip=True)
+    model.log_dict = lambda *args, **kwargs: None
+    loss = model.training_step((torch.zeros(2, 1, 28, 28), torch.zeros(2)), 0)
+    assert seen == [(2, True)]
+    expected = (model.reconstruct(shifted) - shifted).square().flatten(1).sum(1).mean()
+    torch.testing.assert_close(loss, expected)

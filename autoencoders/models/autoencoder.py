@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
@@ -12,6 +13,7 @@ from torchmetrics import MeanMetric, MeanSquaredError
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from autoencoders import losses
+from autoencoders.augment import augment
 from autoencoders.models.base import optimizer_config
 
 
@@ -26,8 +28,14 @@ class Autoencoder(LightningModule):
         decoder: maps codes ``[B, D]`` to image logits ``[B, C, H, W]``.
         loss: ``"mse"`` (squared error of ``sigmoid(logits)``) or ``"bce"`` (Bernoulli NLL).
         noise_std: standard deviation of the training input noise; 0 turns it off.
+        max_shift: training images (input and target alike) are translated by up to this many
+            pixels (0: off); helps where the healthy training set is small (PneumoniaMNIST).
+        hflip: training images are mirrored left to right at random.
         score: what ``anomaly_score`` returns per image: ``"loss"`` (the training loss),
             ``"mse"``, ``"bce"`` or ``"ssim"`` (1 - SSIM of image and reconstruction).
+        score_blur: size of a box blur applied to image and reconstruction before ``"mse"`` or
+            ``"ssim"`` scores (0 or 1: none); it discounts pixel-level noise and texture that
+            differ between X-ray sources.
         optimizer: optimizer factory, called with the parameters.
         scheduler: optional learning-rate scheduler factory, stepped every epoch.
     """
@@ -38,13 +46,21 @@ class Autoencoder(LightningModule):
         decoder: nn.Module,
         loss: Literal["mse", "bce"] = "mse",
         noise_std: float = 0.0,
+        max_shift: int = 0,
+        hflip: bool = False,
         score: Literal["loss", "mse", "bce", "ssim"] = "loss",
+        score_blur: int = 0,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         check_latent_sizes(encoder, decoder)
+        if score_blur > 1 and (score not in ("mse", "ssim") or score_blur % 2 == 0):
+            raise ValueError(
+                f"score_blur={score_blur} needs score 'mse' or 'ssim' (got {score!r}) and an odd "
+                "size, so that the blurred images keep their shape"
+            )
         self.encoder = encoder
         self.decoder = decoder
         self.optimizer = optimizer
@@ -77,14 +93,19 @@ class Autoencoder(LightningModule):
     def anomaly_score(self, x: Tensor) -> Tensor:
         """Per-image reconstruction error ``[B]`` of kind ``score`` (no input noise)."""
         score, logits = self.hparams.score, self(x)
+        if score in ("loss", "bce"):
+            return losses.reconstruction(logits, x, self.hparams.loss if score == "loss" else score)
+        reconstruction, size = torch.sigmoid(logits), self.hparams.score_blur
+        if size > 1:
+            x, reconstruction = box_blur(x, size), box_blur(reconstruction, size)
         if score == "ssim":
             return 1 - structural_similarity_index_measure(
-                torch.sigmoid(logits), x, data_range=1.0, reduction="none"
+                reconstruction, x, data_range=1.0, reduction="none"
             )
-        return losses.reconstruction(logits, x, self.hparams.loss if score == "loss" else score)
+        return (reconstruction - x).square().flatten(1).sum(1)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x = batch[0]
+        x = augment(batch[0], self.hparams.max_shift, self.hparams.hflip)
         noisy = x
         if self.hparams.noise_std > 0:
             noisy = (x + self.hparams.noise_std * torch.randn_like(x)).clamp(0, 1)
@@ -123,3 +144,8 @@ def check_latent_sizes(encoder: nn.Module, decoder: nn.Module) -> None:
         raise ValueError(
             f"encoder latent_dim={enc} but decoder latent_dim={dec}: set both to the same size"
         )
+
+
+def box_blur(images: Tensor, size: int) -> Tensor:
+    """Mean over each pixel's ``size`` x ``size`` neighbourhood (inside the image), same shape."""
+    return F.avg_pool2d(images, size, stride=1, padding=size // 2, count_include_pad=False)
