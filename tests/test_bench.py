@@ -45,14 +45,19 @@ def test_fit_records_runs_and_tabulates_them(fake_root, tmp_path, monkeypatch):
     assert "| ae_mnist | 0, 1 |" in text and "| ae_mnist_z8 | 0 |" in text, "a row of its own"
 
 
+def fit_anomaly_pneumonia(fake_root: str, *extra: str) -> None:
+    """One short benchmark run of anomaly_pneumonia on the fake data, under the name ``p``."""
+    quick = [f"--data.root={fake_root}", "--trainer.max_epochs=1",
+             "--trainer.limit_train_batches=2", "--trainer.enable_progress_bar=false"]  # fmt: skip
+    bench.main(["fit", "--configs", "anomaly_pneumonia", "--seeds", "0", "--name", "p", *extra,
+                "--args", *quick])  # fmt: skip
+
+
 def test_fit_also_tests_a_changed_data_module(fake_root, tmp_path, monkeypatch):
     """``--test-also balanced_eval=false`` scores the same checkpoint on the official test set."""
     monkeypatch.setattr(bench, "BENCHMARKS", tmp_path / "BENCHMARKS.md")
     monkeypatch.setattr(bench, "RECORDS", tmp_path / "records")
-    quick = [f"--data.root={fake_root}", "--trainer.max_epochs=1",
-             "--trainer.limit_train_batches=2", "--trainer.enable_progress_bar=false"]  # fmt: skip
-    bench.main(["fit", "--configs", "anomaly_pneumonia", "--seeds", "0", "--name", "p",
-                "--test-also", "balanced_eval=false", "--args", *quick])  # fmt: skip
+    fit_anomaly_pneumonia(fake_root, "--test-also", "balanced_eval=false")
     record = json.loads((tmp_path / "records/p.jsonl").read_text())
     balanced, official = "test/auroc", "test[balanced_eval=false]/auroc"
     assert 0 <= record["metrics"][balanced] <= 1 and 0 <= record["metrics"][official] <= 1
@@ -63,10 +68,7 @@ def test_fit_also_tests_a_changed_data_module(fake_root, tmp_path, monkeypatch):
 def test_scores_tabulates_every_score_of_a_checkpoint(fake_root, tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "BENCHMARKS", tmp_path / "BENCHMARKS.md")
     monkeypatch.setattr(bench, "RECORDS", tmp_path / "records")
-    quick = [f"--data.root={fake_root}", "--trainer.max_epochs=1",
-             "--trainer.limit_train_batches=2", "--trainer.enable_progress_bar=false"]  # fmt: skip
-    bench.main(["fit", "--configs", "anomaly_pneumonia", "--seeds", "0", "--name", "p",
-                "--args", *quick])  # fmt: skip
+    fit_anomaly_pneumonia(fake_root)
     checkpoint = next(Path("runs/anomaly_pneumonia/version_0/checkpoints").glob("best*.ckpt"))
     bench.main(["scores", "--config", "anomaly_pneumonia", "--ckpt-path", str(checkpoint),
                 "--args", f"--data.root={fake_root}"])  # fmt: skip
