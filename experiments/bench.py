@@ -3,7 +3,7 @@
     python -m experiments.bench data                       # in-memory loader vs ToTensor DataLoader
     python -m experiments.bench fit --configs ae_mnist --seeds 0 1 2 [--args --trainer.max_epochs 5]
     python -m experiments.bench fit --configs anomaly_pneumonia --test-also balanced_eval=false
-    python -m experiments.bench scores --config anomaly_pneumonia --ckpt-path CKPT   # score AUROCs
+    python -m experiments.bench scores --config anomaly_pneumonia --ckpt-path CKPT [CKPT ...]
     python -m experiments.bench table --name NAME          # rewrite a section from runs/bench/
 
 Each command replaces its own section of ``BENCHMARKS.md`` (between ``<!-- bench:NAME -->``
@@ -21,11 +21,14 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import yaml
+from torch import Tensor
 
 BENCHMARKS = Path("BENCHMARKS.md")
 RECORDS = Path("runs/bench")
@@ -205,21 +208,65 @@ def write_table(name: str) -> None:
 
 
 def bench_scores(args: argparse.Namespace) -> None:
-    """AUROC of several anomaly scores of one trained autoencoder on the official validation and
-    test sets, and the test balanced accuracy at the threshold Youden's rule fits on validation:
-    which per-image score separates pneumonia from normal images."""
-    from sklearn.covariance import LedoitWolf
-    from torchmetrics.functional.image import structural_similarity_index_measure
-
+    """AUROC of several anomaly scores of trained autoencoders (one or more checkpoints of a
+    config, e.g. its seeds) on the official validation and test sets, and the test balanced
+    accuracy at the threshold Youden's rule fits on validation: which per-image score separates
+    pneumonia from normal images. With several checkpoints each cell is mean ± standard error."""
     from autoencoders.callbacks.thresholds import detection_metrics, fit_threshold
-    from autoencoders.models.autoencoder import box_blur
     from experiments.__main__ import main
 
     cli = main(["--config", args.config, "--data.balanced_eval=false", *args.args], run=False)
-    model = type(cli.model).load_from_checkpoint(args.ckpt_path, map_location="cpu").eval()
     cli.datamodule.setup("fit")
     split = {name: getattr(cli.datamodule, f"{name}_set") for name in ("train", "val", "test")}
     images = {k: ds.__getitems__(list(range(len(ds)))) for k, ds in split.items()}
+    cells: dict[str, list[list[float]]] = {}
+    for path in args.ckpt_path:
+        model = type(cli.model).load_from_checkpoint(path, map_location="cpu").eval()
+        with torch.no_grad():
+            for name, score in anomaly_scores(model, images["train"][0]).items():
+                values = {k: score(x, model.reconstruct(x)) for k, (x, _) in images.items()}
+                threshold = fit_threshold(values["val"], images["val"][1], "youden")
+                val = detection_metrics(values["val"], images["val"][1], threshold)
+                test = detection_metrics(values["test"], images["test"][1], threshold)
+                cells.setdefault(name, []).append(
+                    [float(val["auroc"]), float(test["auroc"]), float(test["balanced_acc"])]
+                )
+    rows = [
+        f"| {name} | " + " | ".join(mean_se([c[i] for c in runs]) for i in range(3)) + " |"
+        for name, runs in cells.items()
+    ]
+    shift = []  # how far validation and test images lie from the healthy training images
+    for k in ("val", "test"):
+        x, y = images[k]
+        distance = nearest_distance(x, images["train"][0], 1)
+        medians = [distance[y == label].median().item() for label in (0, 1)]
+        shift.append(f"| {k} | " + " | ".join(f"{m:.2f}" for m in medians) + " |")
+    command = "python -m experiments.bench " + " ".join(sys.argv[1:])
+    checkpoints = ", ".join(f"`{path}`" for path in args.ckpt_path)
+    write_section(
+        f"scores-{Path(args.config).stem}",
+        header(f"Anomaly scores of {Path(args.config).stem}", command)
+        + f"\nCheckpoints {checkpoints}; AUROC on the official validation and test sets "
+        "(normal = 0, pneumonia = 1), and test balanced accuracy at the threshold Youden's rule "
+        "fits on validation (mean ± standard error over the checkpoints). Mahalanobis: "
+        "Ledoit-Wolf Gaussian of the healthy training codes. SSIM: Gaussian window, sigma = "
+        "window / 7, averaged over the SSIM map.\n\n"
+        "| score | val AUROC | test AUROC | test balanced acc |\n|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n\nMedian Euclidean distance (the model's input pixels) from each image to its "
+        "nearest healthy training image:\n\n| split | normal | pneumonia |\n|---|---|---|\n"
+        + "\n".join(shift),
+    )
+
+
+def anomaly_scores(model, train: Tensor) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
+    """Per-image anomaly scores ``score(images, reconstructions) -> [B]`` of an autoencoder
+    trained on the healthy images ``train``, by name."""
+    from sklearn.covariance import LedoitWolf
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    from autoencoders.models.autoencoder import box_blur
+
     lungs = torch.zeros(1, 1, 28, 28)
     lungs[..., 4:24, 3:25] = 1
 
@@ -233,52 +280,53 @@ def bench_scores(args: argparse.Namespace) -> None:
         )  # fmt: skip
         return 1 - (image if full_image else index)
 
-    with torch.no_grad():
-        train = images["train"][0]
-        codes = LedoitWolf().fit(model.embed(train).numpy())
-        healthy = ssim(train, model.reconstruct(train), blur=3, full_image=True)
-        mean, std = healthy.mean(0), healthy.std(0) + 1e-6
-        scores = {
-            "squared error": lambda x, r: (r - x).square().flatten(1).sum(1),
-            "squared error, central 20x22 window": lambda x, r: (
-                ((r - x).square() * lungs).flatten(1).sum(1)
-            ),
-            "squared error after a 5x5 box blur": lambda x, r: (
-                (box_blur(r, 5) - box_blur(x, 5)).square().flatten(1).sum(1)
-            ),
-            "Mahalanobis distance of the code": lambda x, r: torch.from_numpy(
-                codes.mahalanobis(model.embed(x).numpy())
-            ),
-            **{f"1 - SSIM, window {k}": lambda x, r, k=k: ssim(x, r, k) for k in (3, 7, 11, 15)},
-            "1 - SSIM, window 11, after a 3x3 box blur": lambda x, r: ssim(x, r, blur=3),
-            "1 - SSIM map after a 3x3 box blur, each pixel z-scored by the healthy training "
-            "images, averaged": lambda x, r: (
-                ((ssim(x, r, blur=3, full_image=True) - mean) / std).flatten(1).mean(1)
-            ),
-            f"the checkpoint's own anomaly_score (score={model.hparams.score}, "
-            f"score_blur={model.hparams.get('score_blur', 0)})": lambda x, r: model.anomaly_score(
-                x
-            ),
-        }
-        rows = []
-        for name, score in scores.items():
-            values = {k: score(x, model.reconstruct(x)) for k, (x, _) in images.items()}
-            threshold = fit_threshold(values["val"], images["val"][1], "youden")
-            val = detection_metrics(values["val"], images["val"][1], threshold)
-            test = detection_metrics(values["test"], images["test"][1], threshold)
-            cells = [val["auroc"], test["auroc"], test["balanced_acc"]]
-            rows.append(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
-    command = "python -m experiments.bench " + " ".join(sys.argv[1:])
-    write_section(
-        f"scores-{Path(args.config).stem}",
-        header(f"Anomaly scores of {Path(args.config).stem}", command)
-        + f"\nCheckpoint `{args.ckpt_path}`; AUROC on the official validation and test sets "
-        "(normal = 0, pneumonia = 1), and test balanced accuracy at the threshold Youden's rule "
-        "fits on validation. Mahalanobis: Ledoit-Wolf Gaussian of the healthy training codes. "
-        "SSIM: Gaussian window, sigma = window / 7, averaged over the SSIM map.\n\n"
-        "| score | val AUROC | test AUROC | test balanced acc |\n|---|---|---|---|\n"
-        + "\n".join(rows),
-    )
+    def shifted(x):
+        """The 9 copies of ``x`` moved by at most one pixel, edges repeated."""
+        padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+        return [padded[..., i : i + 28, j : j + 28] for i in range(3) for j in range(3)]
+
+    codes = LedoitWolf().fit(model.embed(train).numpy())
+    healthy = ssim(train, model.reconstruct(train), blur=3, full_image=True)
+    mean, std = healthy.mean(0), healthy.std(0) + 1e-6
+    return {
+        "squared error": lambda x, r: (r - x).square().flatten(1).sum(1),
+        "squared error, central 20x22 window": lambda x, r: (
+            ((r - x).square() * lungs).flatten(1).sum(1)
+        ),
+        "squared error after a 5x5 box blur": lambda x, r: (
+            (box_blur(r, 5) - box_blur(x, 5)).square().flatten(1).sum(1)
+        ),
+        "Mahalanobis distance of the code": lambda x, r: torch.from_numpy(
+            codes.mahalanobis(model.embed(x).numpy())
+        ),
+        "distance between the codes of image and reconstruction": lambda x, r: (
+            model.embed(x) - model.embed(r)
+        ).norm(dim=1),
+        "mean distance to the 5 nearest healthy training images (pixels, no model)": (
+            lambda x, r: nearest_distance(x, train, 5)
+        ),
+        **{f"1 - SSIM, window {k}": lambda x, r, k=k: ssim(x, r, k) for k in (3, 7, 11, 15)},
+        "1 - SSIM, window 11, after a 3x3 box blur": lambda x, r: ssim(x, r, blur=3),
+        "1 - SSIM, window 15, after a 3x3 box blur": lambda x, r: ssim(x, r, 15, blur=3),
+        "1 - SSIM, window 11, after a 5x5 box blur": lambda x, r: ssim(x, r, blur=5),
+        "1 - SSIM after a 3x3 box blur, averaged over the 9 one-pixel shifts of the input": (
+            lambda x, r: torch.stack(
+                [ssim(s, model.reconstruct(s), blur=3) for s in shifted(x)]
+            ).mean(0)
+        ),
+        "1 - SSIM map after a 3x3 box blur, each pixel z-scored by the healthy training "
+        "images, averaged": lambda x, r: (
+            ((ssim(x, r, blur=3, full_image=True) - mean) / std).flatten(1).mean(1)
+        ),
+        f"the checkpoint's own anomaly_score (score={model.hparams.score}, "
+        f"score_blur={model.hparams.get('score_blur', 0)})": lambda x, r: model.anomaly_score(x),
+    }
+
+
+def nearest_distance(x: Tensor, train: Tensor, k: int) -> Tensor:
+    """Mean Euclidean distance from each image to its ``k`` nearest images of ``train``."""
+    distances = torch.cdist(x.flatten(1), train.flatten(1))
+    return distances.topk(k, dim=1, largest=False).values.mean(1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -304,7 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     fit.add_argument("--args", nargs=argparse.REMAINDER, default=[], help="extra CLI arguments")
     scores = sub.add_parser("scores", help="AUROC of several anomaly scores of a checkpoint")
     scores.add_argument("--config", required=True)
-    scores.add_argument("--ckpt-path", required=True)
+    scores.add_argument("--ckpt-path", nargs="+", required=True, help="one or more")
     scores.add_argument("--args", nargs=argparse.REMAINDER, default=[], help="extra CLI arguments")
     table = sub.add_parser("table", help="rewrite a section from its recorded runs")
     table.add_argument("--name", required=True)

@@ -65,17 +65,22 @@ def test_fit_also_tests_a_changed_data_module(fake_root, tmp_path, monkeypatch):
     assert official in (tmp_path / "BENCHMARKS.md").read_text()
 
 
-def test_scores_tabulates_every_score_of_a_checkpoint(fake_root, tmp_path, monkeypatch):
+def test_scores_tabulates_every_score_over_checkpoints(fake_root, tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "BENCHMARKS", tmp_path / "BENCHMARKS.md")
     monkeypatch.setattr(bench, "RECORDS", tmp_path / "records")
     fit_anomaly_pneumonia(fake_root)
-    checkpoint = next(Path("runs/anomaly_pneumonia/version_0/checkpoints").glob("best*.ckpt"))
-    bench.main(["scores", "--config", "anomaly_pneumonia", "--ckpt-path", str(checkpoint),
+    folder = Path("runs/anomaly_pneumonia/version_0/checkpoints")
+    checkpoints = [str(next(folder.glob("best*.ckpt"))), str(folder / "last.ckpt")]
+    bench.main(["scores", "--config", "anomaly_pneumonia", "--ckpt-path", *checkpoints,
                 "--args", f"--data.root={fake_root}"])  # fmt: skip
-    text = (tmp_path / "BENCHMARKS.md").read_text()
-    rows = [r for r in text.split("## Anomaly scores of anomaly_pneumonia")[1].splitlines()
-            if r.startswith("| ") and not r.startswith("| score")]  # fmt: skip
-    assert len(rows) == 11 and "own anomaly_score (score=ssim, score_blur=" in text
-    for row in rows:
-        cells = [float(c) for c in row.strip("| ").split(" | ")[1:]]
-        assert len(cells) == 3 and all(0 <= c <= 1 for c in cells), row
+    text = (tmp_path / "BENCHMARKS.md").read_text().split("## Anomaly scores of")[1]
+    scores, distances = text.split("Median Euclidean distance")
+    rows = [r for r in scores.splitlines() if r.startswith("| ") and not r.startswith("| score")]
+    assert len(rows) == 16 and "own anomaly_score (score=ssim, score_blur=" in scores
+    for row in rows:  # mean ± standard error over the two checkpoints
+        cells = [c.split(" ± ") for c in row.strip("| ").split(" | ")[1:]]
+        assert len(cells) == 3 and all(len(c) == 2 for c in cells), row
+        assert all(0 <= float(c[0]) <= 1 for c in cells), row
+    rows = [r for r in distances.splitlines() if r.startswith(("| val", "| test"))]
+    assert len(rows) == 2
+    assert all(0 < float(c) < 28 for r in rows for c in r.strip("| ").split(" | ")[1:])

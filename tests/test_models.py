@@ -54,6 +54,8 @@ def test_protocols_return_the_right_shapes(family):
             images = model.reconstruct(x)
             assert images.shape == x.shape and images.min() >= 0 and images.max() <= 1
         if hasattr(model, "anomaly_score"):
+            if model.hparams.get("score_standardize"):  # statistics of the healthy images first
+                model.fit_score_statistics(datamodule.train_dataloader())
             score = model.anomaly_score(x)
             assert score.shape == (len(x),) and torch.isfinite(score).all()
         if hasattr(model, "classify"):
@@ -175,3 +177,43 @@ def test_training_augments_input_and_target_alike(monkeypatch):
     assert seen == [(2, True)]
     expected = (model.reconstruct(shifted) - shifted).square().flatten(1).sum(1).mean()
     torch.testing.assert_close(loss, expected)
+
+
+def test_standardized_score_by_hand():
+    """Each pixel's error is standardised by its mean and std over the healthy images."""
+    model = Autoencoder(MLPEncoder(4), MLPDecoder(4), score="mse", score_standardize=True).eval()
+    healthy, x = torch.rand(50, 1, 28, 28), torch.rand(3, 1, 28, 28)
+    with pytest.raises(RuntimeError, match="statistics of the healthy training images"):
+        model.anomaly_score(x)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(healthy), batch_size=16)
+    model.fit_score_statistics(loader)
+    with torch.no_grad():
+        errors = (model.reconstruct(healthy) - healthy).square()
+        mean, std = errors.mean(0), errors.std(0) + 1e-6
+        expected = ((model.reconstruct(x) - x).square() - mean) / std
+        torch.testing.assert_close(model.anomaly_score(x), expected.flatten(1).mean(1))
+        healthy_scores = model.anomaly_score(healthy)
+    assert abs(healthy_scores.mean().item()) < 1e-4, "healthy images average to zero"
+
+
+def test_score_standardize_needs_an_image_score():
+    with pytest.raises(ValueError, match="score_standardize"):
+        Autoencoder(MLPEncoder(4), MLPDecoder(4), score="bce", score_standardize=True)
+
+
+def test_fit_computes_the_score_statistics_and_the_checkpoint_keeps_them(fake_root, tmp_path):
+    model, datamodule = build(
+        "anomaly_pneumonia", fake_root, "--model.init_args.score_standardize=true"
+    )
+    trainer = tiny_trainer(tmp_path)
+    trainer.fit(model, datamodule=datamodule)  # validation after the step fits the statistics
+    assert model.score_mean.shape == model.score_std.shape == (1, 1, 28, 28)
+    saved_mean = model.score_mean.clone()
+    model.fit_score_statistics(datamodule.train_dataloader())  # the training images, again
+    torch.testing.assert_close(model.score_mean, saved_mean)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = Autoencoder.load_from_checkpoint(path).eval()
+    x = first_images(datamodule)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.anomaly_score(x), model.eval().anomaly_score(x))

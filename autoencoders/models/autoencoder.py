@@ -36,6 +36,12 @@ class Autoencoder(LightningModule):
         score_blur: size of a box blur applied to image and reconstruction before ``"mse"`` or
             ``"ssim"`` scores (0 or 1: none); it discounts pixel-level noise and texture that
             differ between X-ray sources.
+        score_standardize: with ``"mse"`` or ``"ssim"``, the per-pixel error map (squared error
+            or 1 - SSIM) is standardised pixel by pixel with its mean and standard deviation over
+            the healthy training images, then averaged: an error where healthy images are
+            reconstructed well weighs more than the same error where they are not. The
+            statistics are recomputed from the training loader before every validation during
+            ``fit`` and saved in the checkpoint (buffers ``score_mean``, ``score_std``).
         optimizer: optimizer factory, called with the parameters.
         scheduler: optional learning-rate scheduler factory, stepped every epoch.
     """
@@ -50,6 +56,7 @@ class Autoencoder(LightningModule):
         hflip: bool = False,
         score: Literal["loss", "mse", "bce", "ssim"] = "loss",
         score_blur: int = 0,
+        score_standardize: bool = False,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -61,6 +68,11 @@ class Autoencoder(LightningModule):
                 f"score_blur={score_blur} needs score 'mse' or 'ssim' (got {score!r}) and an odd "
                 "size, so that the blurred images keep their shape"
             )
+        if score_standardize and score not in ("mse", "ssim"):
+            raise ValueError(f"score_standardize needs score 'mse' or 'ssim' (got {score!r})")
+        if score_standardize:  # filled by fit_score_statistics; empty until then
+            self.register_buffer("score_mean", torch.empty(0))
+            self.register_buffer("score_std", torch.empty(0))
         self.encoder = encoder
         self.decoder = decoder
         self.optimizer = optimizer
@@ -92,17 +104,60 @@ class Autoencoder(LightningModule):
 
     def anomaly_score(self, x: Tensor) -> Tensor:
         """Per-image reconstruction error ``[B]`` of kind ``score`` (no input noise)."""
-        score, logits = self.hparams.score, self(x)
+        score = self.hparams.score
         if score in ("loss", "bce"):
-            return losses.reconstruction(logits, x, self.hparams.loss if score == "loss" else score)
-        reconstruction, size = torch.sigmoid(logits), self.hparams.score_blur
-        if size > 1:
-            x, reconstruction = box_blur(x, size), box_blur(reconstruction, size)
+            kind = self.hparams.loss if score == "loss" else score
+            return losses.reconstruction(self(x), x, kind)
+        if self.hparams.score_standardize:
+            if self.score_mean.numel() == 0:
+                raise RuntimeError(
+                    "score_standardize needs the error statistics of the healthy training images: "
+                    "they are computed before each validation during fit (or call "
+                    "fit_score_statistics); this model has none"
+                )
+            errors = (self.error_map(x) - self.score_mean) / self.score_std
+            return errors.flatten(1).mean(1)
+        x, reconstruction = self._blurred(x)
         if score == "ssim":
             return 1 - structural_similarity_index_measure(
                 reconstruction, x, data_range=1.0, reduction="none"
             )
         return (reconstruction - x).square().flatten(1).sum(1)
+
+    def error_map(self, x: Tensor) -> Tensor:
+        """Per-pixel error ``[B, C, H, W]`` of kind ``score`` (``"mse"``: squared error,
+        ``"ssim"``: 1 - the SSIM map), after ``score_blur``."""
+        x, reconstruction = self._blurred(x)
+        if self.hparams.score == "ssim":
+            _, image = structural_similarity_index_measure(
+                reconstruction, x, data_range=1.0, reduction="none", return_full_image=True
+            )
+            return 1 - image
+        return (reconstruction - x).square()
+
+    def _blurred(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Image and reconstruction, both box-blurred when ``score_blur > 1``."""
+        reconstruction, size = self.reconstruct(x), self.hparams.score_blur
+        if size > 1:
+            return box_blur(x, size), box_blur(reconstruction, size)
+        return x, reconstruction
+
+    @torch.no_grad()
+    def fit_score_statistics(self, loader) -> None:
+        """Per-pixel mean and standard deviation of ``error_map`` over the images of ``loader``
+        (batches whose first element is the images), for ``score_standardize``."""
+        maps = torch.cat([self.error_map(batch[0].to(self.device)) for batch in loader])
+        self.score_mean = maps.mean(0, keepdim=True)
+        self.score_std = maps.std(0, keepdim=True) + 1e-6
+
+    def on_validation_epoch_start(self) -> None:
+        if self.hparams.score_standardize and self.trainer.state.fn == "fit":
+            self.fit_score_statistics(self.trainer.datamodule.train_dataloader())
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        for name in ("score_mean", "score_std"):  # give the empty buffers the saved shapes
+            if name in checkpoint["state_dict"] and hasattr(self, name):
+                setattr(self, name, torch.empty_like(checkpoint["state_dict"][name]))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x = augment(batch[0], self.hparams.max_shift, self.hparams.hflip)
