@@ -217,3 +217,11 @@ def test_fit_computes_the_score_statistics_and_the_checkpoint_keeps_them(fake_ro
     x = first_images(datamodule)
     with torch.no_grad():
         torch.testing.assert_close(loaded.anomaly_score(x), model.eval().anomaly_score(x))
+
+
+def test_standardized_score_needs_a_data_module(tmp_path):
+    model = Autoencoder(MLPEncoder(4), MLPDecoder(4), score="mse", score_standardize=True)
+    images = torch.utils.data.TensorDataset(torch.rand(8, 1, 28, 28), torch.zeros(8))
+    loader = torch.utils.data.DataLoader(images, batch_size=4)
+    with pytest.raises(RuntimeError, match="fit with datamodule"):
+        tiny_trainer(tmp_path).fit(model, loader, loader)

@@ -145,13 +145,19 @@ class Autoencoder(LightningModule):
     @torch.no_grad()
     def fit_score_statistics(self, loader) -> None:
         """Per-pixel mean and standard deviation of ``error_map`` over the images of ``loader``
-        (batches whose first element is the images), for ``score_standardize``."""
+        (batches whose first element is the images), for ``score_standardize``; call it in eval
+        mode (Lightning does before validation)."""
         maps = torch.cat([self.error_map(batch[0].to(self.device)) for batch in loader])
         self.score_mean = maps.mean(0, keepdim=True)
         self.score_std = maps.std(0, keepdim=True) + 1e-6
 
     def on_validation_epoch_start(self) -> None:
         if self.hparams.score_standardize and self.trainer.state.fn == "fit":
+            if self.trainer.datamodule is None:
+                raise RuntimeError(
+                    "score_standardize takes its statistics from the training images of the data "
+                    "module: fit with datamodule=..., not with loose dataloaders"
+                )
             self.fit_score_statistics(self.trainer.datamodule.train_dataloader())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
