@@ -22,6 +22,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -138,6 +139,25 @@ def curve_table(curves: list[list[tuple[float, float]]], tag: str) -> str:
     return "\n".join(lines)
 
 
+@contextmanager
+def logged_apart(trainer, sub_dir: str):
+    """Points a TensorBoard-logging trainer at ``<log_dir>/<sub_dir>`` for a while, so that a
+    second test pass gets its own TensorBoard run instead of overwriting the first's figures."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    logger = trainer.logger
+    if not isinstance(logger, TensorBoardLogger):
+        yield
+        return
+    trainer.loggers = [
+        TensorBoardLogger(logger.save_dir, logger.name, logger.version, sub_dir=sub_dir)
+    ]
+    try:
+        yield
+    finally:
+        trainer.loggers = [logger]
+
+
 def bench_fit(args: argparse.Namespace) -> None:
     """Trains and tests every (config, seed); each run is appended to ``runs/bench/NAME.jsonl``
     as soon as it ends, and the section is rewritten from all runs recorded under that name, so
@@ -161,7 +181,8 @@ def bench_fit(args: argparse.Namespace) -> None:
                 hparams = {k: v for k, v in cli.datamodule.hparams.items() if k[0] != "_"}
                 hparams[key] = yaml.safe_load(value)
                 datamodule = type(cli.datamodule)(**hparams)
-                extra = cli.trainer.test(ckpt_path=args.ckpt, datamodule=datamodule)[0]
+                with logged_apart(cli.trainer, "test-" + override.replace("=", "-")):
+                    extra = cli.trainer.test(ckpt_path=args.ckpt, datamodule=datamodule)[0]
                 metrics |= {f"test[{override}]/{k[5:]}": v for k, v in extra.items()}
             metrics["train_minutes"] = seconds / 60
             metrics["s_per_epoch"] = seconds / max(1, cli.trainer.current_epoch)

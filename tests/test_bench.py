@@ -63,6 +63,8 @@ def test_fit_also_tests_a_changed_data_module(fake_root, tmp_path, monkeypatch):
     assert 0 <= record["metrics"][balanced] <= 1 and 0 <= record["metrics"][official] <= 1
     assert record["metrics"]["test[balanced_eval=false]/acc"] != record["metrics"]["test/acc"]
     assert official in (tmp_path / "BENCHMARKS.md").read_text()
+    apart = Path(record["log_dir"]) / "test-balanced_eval-false"  # its own TensorBoard run
+    assert list(apart.glob("events.out.tfevents.*")), "the second test pass logs apart"
 
 
 def test_scores_tabulates_every_score_over_checkpoints(fake_root, tmp_path, monkeypatch):
