@@ -303,8 +303,8 @@ def anomaly_scores(model, train: Tensor) -> dict[str, Callable[[Tensor, Tensor],
 
     def shifted(x):
         """The 9 copies of ``x`` moved by at most one pixel, edges repeated."""
-        padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
-        return [padded[..., i : i + 28, j : j + 28] for i in range(3) for j in range(3)]
+        (height, width), padded = x.shape[-2:], F.pad(x, (1, 1, 1, 1), mode="replicate")
+        return [padded[..., i : i + height, j : j + width] for i in range(3) for j in range(3)]
 
     codes = LedoitWolf().fit(model.embed(train).numpy())
     healthy = ssim(train, model.reconstruct(train), blur=3, full_image=True)
@@ -340,7 +340,10 @@ def anomaly_scores(model, train: Tensor) -> dict[str, Callable[[Tensor, Tensor],
             ((ssim(x, r, blur=3, full_image=True) - mean) / std).flatten(1).mean(1)
         ),
         f"the checkpoint's own anomaly_score (score={model.hparams.score}, "
-        f"score_blur={model.hparams.get('score_blur', 0)})": lambda x, r: model.anomaly_score(x),
+        f"score_blur={model.hparams.get('score_blur', 0)}, "
+        f"score_standardize={model.hparams.get('score_standardize', False)})": lambda x, r: (
+            model.anomaly_score(x)
+        ),
     }
 
 
