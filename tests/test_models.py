@@ -129,6 +129,25 @@ def test_conv_networks_fit_28x28(channels, deeper):
     assert decoder(encoder(x)).shape == x.shape
 
 
+def test_channels_last_networks_compute_the_same_function():
+    torch.manual_seed(0)
+    plain_enc = ConvEncoder(latent_dim=6, channels=[4, 8], batch_norm=True).eval()
+    plain_dec = ConvDecoder(latent_dim=6, channels=[8, 4]).eval()
+    fast_enc = ConvEncoder(latent_dim=6, channels=[4, 8], batch_norm=True, channels_last=True)
+    fast_dec = ConvDecoder(latent_dim=6, channels=[8, 4], channels_last=True)
+    fast_enc.load_state_dict(plain_enc.state_dict())  # checkpoints load across layouts
+    fast_dec.load_state_dict(plain_dec.state_dict())
+    fast_enc.eval(), fast_dec.eval()
+    def last_conv_weight(network):  # 4 -> 8 channels: the two layouts differ
+        return [m for m in network.modules() if isinstance(m, torch.nn.Conv2d)][-1].weight
+
+    assert last_conv_weight(fast_enc).is_contiguous(memory_format=torch.channels_last)
+    assert not last_conv_weight(plain_enc).is_contiguous(memory_format=torch.channels_last)
+    x = torch.rand(3, 1, 28, 28)
+    torch.testing.assert_close(fast_enc(x), plain_enc(x))
+    torch.testing.assert_close(fast_dec(fast_enc(x)), plain_dec(plain_enc(x)))
+
+
 def test_mismatched_latent_sizes_fail_early():
     with pytest.raises(ValueError, match="latent_dim=8 but decoder latent_dim=16"):
         Autoencoder(MLPEncoder(8), MLPDecoder(16))
