@@ -137,7 +137,9 @@ def test_channels_last_networks_compute_the_same_function():
     fast_dec = ConvDecoder(latent_dim=6, channels=[8, 4], channels_last=True)
     fast_enc.load_state_dict(plain_enc.state_dict())  # checkpoints load across layouts
     fast_dec.load_state_dict(plain_dec.state_dict())
-    fast_enc.eval(), fast_dec.eval()
+    fast_enc.eval()
+    fast_dec.eval()
+
     def last_conv_weight(network):  # 4 -> 8 channels: the two layouts differ
         return [m for m in network.modules() if isinstance(m, torch.nn.Conv2d)][-1].weight
 

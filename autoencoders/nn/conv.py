@@ -26,7 +26,7 @@ class ConvEncoder(nn.Module):
         convs_per_block: conv + activation pairs per block (seed 003 used two).
         batch_norm: batch normalisation after each conv.
         channels_last: keep weights and feature maps in the channels-last memory layout (same
-            numbers; training steps 1.2-1.5x faster on a 2-core CPU).
+            numbers; training steps about 1.1x faster on this project's 2-core CPU).
     """
 
     def __init__(
