@@ -63,8 +63,11 @@ def write_section(name: str, body: str) -> None:
     print(block)
 
 
-def header(title: str, command: str) -> str:
-    return f"## {title}\n\n- command: `{command}`\n- date: {date.today()}\n- machine: {machine()}\n"
+def header(title: str, command: str, machines: list[str] | None = None) -> str:
+    """A section's title, command, date and machine (``machines``: the ones the runs recorded,
+    so a table rebuilt elsewhere still names where its runs were measured)."""
+    where = "; ".join(machines) if machines else machine()
+    return f"## {title}\n\n- command: `{command}`\n- date: {date.today()}\n- machine: {where}\n"
 
 
 def mean_se(values: list[float]) -> str:
@@ -190,7 +193,8 @@ def bench_fit(args: argparse.Namespace) -> None:
             metrics["s_per_1k_batches"] = 1000 * seconds / max(1, batches)
             record = {"config": args.label or config, "seed": seed, "ckpt": args.ckpt,
                       "curve_tag": args.curve, "metrics": metrics, "curve": curve,
-                      "command": command, "log_dir": cli.trainer.logger.log_dir}  # fmt: skip
+                      "command": command, "log_dir": cli.trainer.logger.log_dir,
+                      "machine": machine()}  # fmt: skip
             with open(record_file, "a") as f:
                 f.write(json.dumps(record) + "\n")
             write_table(name)
@@ -216,9 +220,10 @@ def write_table(name: str) -> None:
                 f"training (validation included):\n\n{curve_table([r['curve'] for r in runs], tag)}"
             )
     commands = sorted({r["command"] for r in records})
+    machines = list(dict.fromkeys(r["machine"] for r in records if "machine" in r))
     write_section(
         name,
-        header(f"Test metrics: {', '.join(configs)}", "`, `".join(commands))
+        header(f"Test metrics: {', '.join(configs)}", "`, `".join(commands), machines)
         + f"\nMean ± standard error over seeds (`--seed_everything`); every run is tested with its "
         f"{CHECKPOINTS[records[0]['ckpt']]}. Times are wall-clock training time, validation "
         "included. `test/mse` is the mean squared error per pixel; `test/rec`, `test/kl`, "

@@ -45,6 +45,19 @@ def test_fit_records_runs_and_tabulates_them(fake_root, tmp_path, monkeypatch):
     assert "| ae_mnist | 0, 1 |" in text and "| ae_mnist_z8 | 0 |" in text, "a row of its own"
 
 
+def test_a_rebuilt_table_names_the_machines_its_runs_recorded(tmp_path, monkeypatch):
+    """Runs measured on a lent GPU machine, tabulated here: the section says where they ran."""
+    monkeypatch.setattr(bench, "BENCHMARKS", tmp_path / "BENCHMARKS.md")
+    monkeypatch.setattr(bench, "RECORDS", tmp_path)
+    run = {"config": "aae", "ckpt": "last", "curve_tag": None, "curve": [], "command": "c"}
+    lines = [run | {"seed": s, "metrics": {"test/acc": a}, "machine": "GPU box"}
+             for s, a in ((0, 0.9), (1, 0.8))]  # fmt: skip
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    bench.main(["table", "--name", "t"])
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "- machine: GPU box\n" in text and "| aae | 0, 1 | 0.85 ± 0.05 |" in text
+
+
 def fit_anomaly_pneumonia(fake_root: str, *extra: str) -> None:
     """One short benchmark run of anomaly_pneumonia on the fake data, under the name ``p``."""
     quick = [f"--data.root={fake_root}", "--trainer.max_epochs=1",

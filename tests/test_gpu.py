@@ -1,0 +1,35 @@
+"""The GPU path, skipped where there is no CUDA device (the rest of the suite runs with
+``accelerator: auto``, so on a GPU machine every config's fast_dev_run uses the GPU too)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from experiments.__main__ import main
+from tests.helpers import short
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.parametrize("config", ["aae", "ssvae", "classifier_mnist_finetune"])
+def test_trained_on_the_gpu_in_bf16_tested_on_the_cpu(config, fake_root, encoder_checkpoint):
+    """Train on a GPU with mixed precision, then score the checkpoint on a laptop: the CPU
+    model classifies like the GPU model did."""
+    extra = []
+    if config == "classifier_mnist_finetune":
+        extra = [f"--model.encoder_checkpoint={encoder_checkpoint('conv_ae_mnist')}"]
+    gpu = ["--trainer.accelerator=gpu", "--trainer.devices=1", "--trainer.precision=bf16-mixed"]
+    fitted = main(["fit", "--config", config, *short(fake_root, *gpu, *extra)])
+    assert fitted.trainer.strategy.root_device.type == "cuda"
+    assert torch.isfinite(fitted.trainer.callback_metrics["train/loss"])
+
+    last = Path(fitted.trainer.log_dir) / "checkpoints/last.ckpt"
+    cpu = ["--trainer.accelerator=cpu", f"--ckpt_path={last}", *extra]
+    tested = main(["test", "--config", config, *short(fake_root, *cpu)])
+    assert 0 <= tested.trainer.callback_metrics["test/acc"] <= 1
+
+    x = torch.rand(8, 1, 28, 28)
+    on_gpu = fitted.model.float().cuda().eval().classify(x.cuda()).cpu()
+    on_cpu = tested.model.float().eval().classify(x)
+    torch.testing.assert_close(on_cpu, on_gpu, atol=1e-3, rtol=1e-3)
