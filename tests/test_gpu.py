@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.__main__ import main
-from tests.helpers import short
+from experiments.__main__ import CONFIGS, main
+from tests.helpers import pretrained, short
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -16,9 +16,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def test_trained_on_the_gpu_in_bf16_tested_on_the_cpu(config, fake_root, encoder_checkpoint):
     """Train on a GPU with mixed precision, then score the checkpoint on a laptop: the CPU
     model classifies like the GPU model did."""
-    extra = []
-    if config == "classifier_mnist_finetune":
-        extra = [f"--model.encoder_checkpoint={encoder_checkpoint('conv_ae_mnist')}"]
+    extra = pretrained(CONFIGS / f"{config}.yaml", encoder_checkpoint)
     gpu = ["--trainer.accelerator=gpu", "--trainer.devices=1", "--trainer.precision=bf16-mixed"]
     fitted = main(["fit", "--config", config, *short(fake_root, *gpu, *extra)])
     assert fitted.trainer.strategy.root_device.type == "cuda"
