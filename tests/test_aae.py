@@ -30,8 +30,16 @@ def small_aae(style_dim: int = 2, **kwargs) -> AdversarialAutoencoder:
     )
 
 
-def test_each_phase_changes_only_its_own_parameters(fake_root, monkeypatch, tmp_path):
-    model, datamodule = build("aae", fake_root, "--data.val_size", "1000")
+@pytest.mark.parametrize("consistency", ["0", "1"])
+def test_each_phase_changes_only_its_own_parameters(consistency, fake_root, monkeypatch, tmp_path):
+    model, datamodule = build(
+        "aae",
+        fake_root,
+        "--data.val_size",
+        "1000",
+        "--model.init_args.consistency_weight",
+        consistency,
+    )
     owners = {"encoder", "decoder", "disc_z", "disc_y"}
     changed_by_phase = []
     original = model._step
@@ -60,7 +68,7 @@ def test_each_phase_changes_only_its_own_parameters(fake_root, monkeypatch, tmp_
         {"encoder", "decoder"},  # 1. reconstruction
         {"disc_z", "disc_y"},  # 2a. discriminators
         {"encoder"},  # 2b. generator
-        {"encoder"},  # 3. labelled cross-entropy
+        {"encoder"},  # 3. labelled cross-entropy (and the consistency term)
     ]
 
 
@@ -101,6 +109,52 @@ def test_classification_uses_logits_once():
     x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
     expected = torch.nn.functional.cross_entropy(model.classify(x), y)
     torch.testing.assert_close(model.classification_loss(x, y), expected)
+
+
+def test_consistency_target_is_a_constant_prediction_for_the_clean_image():
+    model = small_aae(consistency_weight=2.0)
+    clean = torch.rand(8, 1, 28, 28)
+    view = clean.roll(1, dims=-1)
+    target = model.classify(clean).softmax(dim=1).detach()
+    expected = 2.0 * torch.nn.functional.cross_entropy(model.classify(view), target)
+    torch.testing.assert_close(model.consistency_loss(view, clean), expected)
+    # When the view is the clean image the loss is at its minimum over the prediction (the
+    # entropy of the target): no gradient, because none flows through the target.
+    model.consistency_loss(clean, clean).backward()
+    grads = [p.grad for p in model.encoder.parameters() if p.grad is not None]
+    assert grads and all(g.abs().max() < 1e-6 for g in grads)
+
+
+def test_consistency_is_computed_and_logged_every_step(fake_root, monkeypatch):
+    model, datamodule = build(
+        "aae",
+        fake_root,
+        "--data.val_size=1000",
+        "--data.batch_size=32",
+        "--model.init_args.consistency_weight=1",
+    )
+    calls = []
+    monkeypatch.setattr(model, "consistency_loss", record(model.consistency_loss, calls))
+    trainer = Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    assert len(calls) == 2 and all(loss > 0 for loss in calls)
+    assert "train/consistency" in trainer.logged_metrics
+
+
+def record(method, calls):
+    def wrapper(*args):
+        loss = method(*args)
+        calls.append(float(loss))
+        return loss
+
+    return wrapper
 
 
 def test_reconstruction_target_is_the_clean_image():

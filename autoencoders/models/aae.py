@@ -10,6 +10,11 @@ mini-batch runs three phases with their own optimizers:
    (the generator) is updated to fool both;
 3. semi-supervised classification: cross-entropy of the label logits on a labelled mini-batch.
 
+Optionally (``consistency_weight > 0``, not in the paper) phase 3 also trains the label head to
+agree on the unlabelled mini-batch: the label probabilities predicted, without gradient, for the
+clean image are the soft target of the prediction for its shifted, noisy training view (the
+Pi-model / UDA idea of consistency regularisation).
+
 Section 6 (unsupervised clustering) is the same model trained on unlabelled data only: y is then
 a cluster id over ``n_classes`` clusters, and phase 3 is skipped.
 """
@@ -53,6 +58,8 @@ class AdversarialAutoencoder(LightningModule):
         rec_weight: weight of the reconstruction loss.
         gen_weight: weight of the generator loss.
         cls_weight: weight of the labelled cross-entropy.
+        consistency_weight: weight of the unlabelled consistency term of phase 3 (0: off, the
+            paper's model).
         ae_optimizer: optimizer of phase 1 (encoder and decoder).
         disc_optimizer: optimizer of phase 2a (both discriminators).
         gen_optimizer: optimizer of phase 2b (encoder).
@@ -78,6 +85,7 @@ class AdversarialAutoencoder(LightningModule):
         rec_weight: float = 1.0,
         gen_weight: float = 1.0,
         cls_weight: float = 1.0,
+        consistency_weight: float = 0.0,
         ae_optimizer: OptimizerCallable = torch.optim.Adam,
         disc_optimizer: OptimizerCallable = torch.optim.Adam,
         gen_optimizer: OptimizerCallable = torch.optim.Adam,
@@ -204,6 +212,15 @@ class AdversarialAutoencoder(LightningModule):
         """Phase 3: cross-entropy of the label logits (softmax applied once, inside)."""
         return self.hparams.cls_weight * F.cross_entropy(self.classify(self._noisy(x)), y)
 
+    def consistency_loss(self, view: Tensor, clean: Tensor) -> Tensor:
+        """Phase 3, unlabelled: cross-entropy of the label logits for a training ``view`` (noise
+        added here) against the probabilities predicted, without gradient, for the ``clean``
+        images it was made from."""
+        with torch.no_grad():
+            target = self.classify(clean).softmax(dim=1)
+        logits = self.classify(self._noisy(view))
+        return self.hparams.consistency_weight * F.cross_entropy(logits, target)
+
     def _step(self, optimizer, loss: Tensor) -> Tensor:
         with self.toggled_optimizer(optimizer):
             optimizer.zero_grad()
@@ -220,7 +237,7 @@ class AdversarialAutoencoder(LightningModule):
         else:  # unsupervised clustering: (x, y) with y unused
             x = batch[0]
         opt_ae, opt_disc, opt_gen, opt_cls = self.optimizers()
-        x = augment(x, self.hparams.max_shift)
+        clean, x = x, augment(x, self.hparams.max_shift)
         if labelled is not None:
             labelled = (augment(labelled[0], self.hparams.max_shift), labelled[1])
         rec = self._step(opt_ae, self.reconstruction_loss(x))
@@ -228,8 +245,15 @@ class AdversarialAutoencoder(LightningModule):
         self._step(opt_disc, disc)
         gen = self._step(opt_gen, self.generator_loss(x))
         logs = {"train/loss": rec, "train/rec": rec, "train/gen": gen, **disc_logs}
+        phase3 = []  # the labelled cross-entropy, the unlabelled consistency term
         if labelled is not None:
-            logs["train/cls"] = self._step(opt_cls, self.classification_loss(*labelled))
+            phase3.append(self.classification_loss(*labelled))
+            logs["train/cls"] = phase3[-1].detach()
+        if self.hparams.consistency_weight > 0:
+            phase3.append(self.consistency_loss(x, clean))
+            logs["train/consistency"] = phase3[-1].detach()
+        if phase3:
+            self._step(opt_cls, sum(phase3))
         self.log_dict(logs, prog_bar=True)
 
     def on_train_epoch_end(self) -> None:
