@@ -20,14 +20,39 @@ def random_shift(x: Tensor, max_shift: int) -> Tensor:
     return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
+def random_rotate_scale(x: Tensor, max_degrees: float, max_scale: float) -> Tensor:
+    """Rotates each image about its centre by its own random angle in ``[-max_degrees,
+    max_degrees]`` and scales it by a random factor in ``[1 - max_scale, 1 + max_scale]``
+    (bilinear, zeros outside)."""
+    n = x.shape[0]
+    angle = torch.deg2rad((2 * torch.rand(n, device=x.device) - 1) * max_degrees)
+    scale = 1 + (2 * torch.rand(n, device=x.device) - 1) * max_scale
+    # affine_grid maps output coordinates to input ones: the inverse rotation and scale.
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.zeros(n, 2, 3, device=x.device)
+    theta[:, 0, 0], theta[:, 0, 1] = cos, sin
+    theta[:, 1, 0], theta[:, 1, 1] = -sin, cos
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def random_hflip(x: Tensor) -> Tensor:
     """Mirrors a random half of the images left to right (for clothes, not for digits)."""
     flip = torch.rand(x.shape[0], device=x.device) < 0.5
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
-def augment(x: Tensor, max_shift: int = 0, hflip: bool = False) -> Tensor:
-    """``random_shift`` when ``max_shift > 0``, then ``random_hflip`` when ``hflip``."""
+def augment(
+    x: Tensor,
+    max_shift: int = 0,
+    hflip: bool = False,
+    max_degrees: float = 0.0,
+    max_scale: float = 0.0,
+) -> Tensor:
+    """``random_rotate_scale`` when ``max_degrees`` or ``max_scale`` is positive, then
+    ``random_shift`` when ``max_shift > 0``, then ``random_hflip`` when ``hflip``."""
+    if max_degrees > 0 or max_scale > 0:
+        x = random_rotate_scale(x, max_degrees, max_scale)
     if max_shift > 0:
         x = random_shift(x, max_shift)
     if hflip:

@@ -1,8 +1,9 @@
 """Training-time batch augmentations."""
 
+import pytest
 import torch
 
-from autoencoders.augment import augment, random_hflip, random_shift
+from autoencoders.augment import augment, random_hflip, random_rotate_scale, random_shift
 
 
 def test_random_shift_moves_whole_pixels_within_range():
@@ -28,3 +29,15 @@ def test_random_hflip_mirrors_about_half_the_images():
 def test_augment_without_options_returns_the_batch():
     x = torch.rand(4, 1, 28, 28)
     assert augment(x) is x
+
+
+def test_random_rotate_scale_at_its_extremes(monkeypatch):
+    x = torch.rand(3, 1, 28, 28)
+    monkeypatch.setattr(torch, "rand", lambda n, device=None: torch.ones(n))  # the maxima
+    quarter_turn = random_rotate_scale(x, max_degrees=90, max_scale=0)
+    torch.testing.assert_close(quarter_turn, x.rot90(-1, dims=(-2, -1)), atol=1e-5, rtol=0)
+    # A blob at the centre grows by the scale factor in each direction: mass times 1.5^2.
+    blob = torch.zeros(1, 1, 28, 28)
+    blob[..., 12:16, 12:16] = 1
+    grown = random_rotate_scale(blob, max_degrees=0, max_scale=0.5)
+    assert grown.sum() / blob.sum() == pytest.approx(1.5**2, rel=0.05)

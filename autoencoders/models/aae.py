@@ -52,6 +52,8 @@ class AdversarialAutoencoder(LightningModule):
         max_shift: training images (labelled and unlabelled) are translated by up to this many
             pixels in each direction, a new random shift per image and step; the reconstruction
             target is the shifted clean image. 0 turns it off.
+        max_degrees: training images are also rotated by up to this many degrees (0: off).
+        max_scale: and scaled by a factor in ``[1 - max_scale, 1 + max_scale]`` (0: off).
         disc_noise: std of Gaussian noise added to the discriminators' inputs (both real and fake).
         label_smoothing: one-sided smoothing: the discriminators' target for prior samples is
             ``1 - label_smoothing``.
@@ -60,6 +62,9 @@ class AdversarialAutoencoder(LightningModule):
         cls_weight: weight of the labelled cross-entropy.
         consistency_weight: weight of the unlabelled consistency term of phase 3 (0: off, the
             paper's model).
+        consistency_threshold: 0 uses the clean image's label probabilities as a soft target;
+            above 0, its most probable label is a hard target where its probability reaches
+            the threshold, and other images add nothing (FixMatch's pseudo-labels).
         ae_optimizer: optimizer of phase 1 (encoder and decoder).
         disc_optimizer: optimizer of phase 2a (both discriminators).
         gen_optimizer: optimizer of phase 2b (encoder).
@@ -80,12 +85,15 @@ class AdversarialAutoencoder(LightningModule):
         loss: Literal["bce", "mse"] = "bce",
         input_noise: float = 0.0,
         max_shift: int = 0,
+        max_degrees: float = 0.0,
+        max_scale: float = 0.0,
         disc_noise: float = 0.0,
         label_smoothing: float = 0.0,
         rec_weight: float = 1.0,
         gen_weight: float = 1.0,
         cls_weight: float = 1.0,
         consistency_weight: float = 0.0,
+        consistency_threshold: float = 0.0,
         ae_optimizer: OptimizerCallable = torch.optim.Adam,
         disc_optimizer: OptimizerCallable = torch.optim.Adam,
         gen_optimizer: OptimizerCallable = torch.optim.Adam,
@@ -161,6 +169,10 @@ class AdversarialAutoencoder(LightningModule):
 
     # --- the three phases ----------------------------------------------------------------------
 
+    def _augment(self, x: Tensor) -> Tensor:
+        hp = self.hparams
+        return augment(x, hp.max_shift, max_degrees=hp.max_degrees, max_scale=hp.max_scale)
+
     def _noisy(self, x: Tensor) -> Tensor:
         if self.hparams.input_noise <= 0:
             return x
@@ -219,7 +231,14 @@ class AdversarialAutoencoder(LightningModule):
         with torch.no_grad():
             target = self.classify(clean).softmax(dim=1)
         logits = self.classify(self._noisy(view))
-        return self.hparams.consistency_weight * F.cross_entropy(logits, target)
+        threshold = self.hparams.consistency_threshold
+        if threshold > 0:
+            confidence, label = target.max(dim=1)
+            loss = F.cross_entropy(logits, label, reduction="none")
+            loss = (loss * (confidence >= threshold)).mean()
+        else:
+            loss = F.cross_entropy(logits, target)
+        return self.hparams.consistency_weight * loss
 
     def _step(self, optimizer, loss: Tensor) -> Tensor:
         with self.toggled_optimizer(optimizer):
@@ -237,9 +256,9 @@ class AdversarialAutoencoder(LightningModule):
         else:  # unsupervised clustering: (x, y) with y unused
             x = batch[0]
         opt_ae, opt_disc, opt_gen, opt_cls = self.optimizers()
-        clean, x = x, augment(x, self.hparams.max_shift)
+        clean, x = x, self._augment(x)
         if labelled is not None:
-            labelled = (augment(labelled[0], self.hparams.max_shift), labelled[1])
+            labelled = (self._augment(labelled[0]), labelled[1])
         rec = self._step(opt_ae, self.reconstruction_loss(x))
         disc, disc_logs = self.discriminator_loss(x)
         self._step(opt_disc, disc)
