@@ -125,6 +125,22 @@ def test_consistency_target_is_a_constant_prediction_for_the_clean_image():
     assert grads and all(g.abs().max() < 1e-6 for g in grads)
 
 
+def test_thresholded_consistency_uses_confident_hard_labels_only():
+    model = small_aae(consistency_weight=1.0, consistency_threshold=0.5)
+    with torch.no_grad():  # the same uniform prediction for every image
+        model.encoder.net[-1].weight.zero_()
+        model.encoder.net[-1].bias.zero_()
+    clean, view = torch.rand(8, 1, 28, 28), torch.rand(8, 1, 28, 28)
+    probs = model.classify(clean).softmax(dim=1)
+    assert probs.max() < 0.5, "a uniform prediction is below the threshold: no target"
+    assert model.consistency_loss(view, clean) == 0
+    with torch.no_grad():
+        model.encoder.net[-1].bias[3] = 5.0  # label 3 with probability 0.94 for every image
+    labels = torch.full((8,), 3)
+    expected = torch.nn.functional.cross_entropy(model.classify(view), labels)
+    torch.testing.assert_close(model.consistency_loss(view, clean), expected)
+
+
 def test_consistency_is_computed_and_logged_every_step(fake_root, monkeypatch):
     model, datamodule = build(
         "aae",
