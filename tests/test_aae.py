@@ -148,6 +148,7 @@ def test_consistency_is_computed_and_logged_every_step(fake_root, monkeypatch):
         "--data.val_size=1000",
         "--data.batch_size=32",
         "--model.init_args.consistency_weight=1",
+        "--model.init_args.consistency_threshold=0",  # soft targets: positive from the start
     )
     calls = []
     monkeypatch.setattr(model, "consistency_loss", record(model.consistency_loss, calls))
