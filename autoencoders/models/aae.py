@@ -11,9 +11,9 @@ mini-batch runs three phases with their own optimizers:
 3. semi-supervised classification: cross-entropy of the label logits on a labelled mini-batch.
 
 Optionally (``consistency_weight > 0``, not in the paper) phase 3 also trains the label head to
-agree on the unlabelled mini-batch: the label probabilities predicted, without gradient, for the
-clean image are the soft target of the prediction for its shifted, noisy training view (the
-Pi-model / UDA idea of consistency regularisation).
+agree on the unlabelled mini-batch: the prediction for the clean image, made without gradient, is
+the target for its augmented, noisy training view, either as soft probabilities (Pi-model / UDA)
+or, with ``consistency_threshold``, as a hard label where it is confident enough (FixMatch).
 
 Section 6 (unsupervised clustering) is the same model trained on unlabelled data only: y is then
 a cluster id over ``n_classes`` clusters, and phase 3 is skipped.
