@@ -35,3 +35,17 @@ def reconstruction(logits: Tensor, x: Tensor, kind: str) -> Tensor:
             f"unknown reconstruction loss {kind!r}; choose one of {sorted(RECONSTRUCTION)}"
         )
     return RECONSTRUCTION[kind](logits, x)
+
+
+def consistency(logits: Tensor, target: Tensor, threshold: float = 0.0) -> Tensor:
+    """Cross-entropy of ``logits`` ``[B, K]`` against target class probabilities ``[B, K]`` (a
+    prediction for another view of the same images; the caller detaches it), per example: ``[B]``.
+
+    ``threshold = 0`` uses the probabilities as a soft target. ``threshold > 0`` uses the most
+    probable class as a hard label where its probability is at least ``threshold`` and 0
+    elsewhere (FixMatch's pseudo-labels, Sohn et al. 2020).
+    """
+    if threshold <= 0:
+        return torch.sum(-target * F.log_softmax(logits, dim=1), dim=1)
+    confidence, label = target.max(dim=1)
+    return F.cross_entropy(logits, label, reduction="none") * (confidence >= threshold)

@@ -23,3 +23,18 @@ def test_squared_error_is_per_sample_sum():
 def test_unknown_loss_names_the_choices():
     with pytest.raises(ValueError, match="bce.*mse"):
         losses.reconstruction(torch.zeros(1, 1), torch.zeros(1, 1), "l1")
+
+
+def test_consistency_soft_targets_are_cross_entropy_with_probabilities():
+    logits, target = torch.randn(6, 4), torch.softmax(torch.randn(6, 4), 1)
+    result = losses.consistency(logits, target)
+    assert result.shape == (6,)
+    torch.testing.assert_close(result, F.cross_entropy(logits, target, reduction="none"))
+
+
+def test_consistency_threshold_keeps_confident_hard_labels_only():
+    logits = torch.randn(3, 3)
+    target = torch.tensor([[0.9, 0.05, 0.05], [0.2, 0.5, 0.3], [0.0, 0.0, 1.0]])
+    result = losses.consistency(logits, target, threshold=0.8)
+    by_hand = F.cross_entropy(logits, torch.tensor([0, 1, 2]), reduction="none")
+    torch.testing.assert_close(result, by_hand * torch.tensor([1.0, 0.0, 1.0]))

@@ -124,6 +124,42 @@ def test_ssvae_loss_is_weighted_elbos_plus_weighted_cross_entropy(monkeypatch):
     assert set(logs) == {"train/loss", "train/cls", "train/nelbo_u", "train/nelbo_l"}
 
 
+def test_ssvae_augments_the_classifier_inputs_only(monkeypatch):
+    """Augmentation and the consistency term touch the classifier's inputs; the ELBO terms see
+    the batch as given, so the NELBO stays M2's."""
+    monkeypatch.setattr(D, "reparameterize", lambda mu, logvar: mu)
+    model = tiny_ssvae(class_weight=7.0, max_shift=1, consistency_weight=3.0)
+    x_u, x_l, y_l = torch.rand(4, 1, 4, 4), torch.rand(3, 1, 4, 4), torch.tensor([0, 1, 2])
+    seen = {"elbo_terms": [], "labelled_nelbo": [], "classify": []}
+    originals = {name: getattr(model, name) for name in seen}
+    for name in seen:
+        monkeypatch.setattr(model, name, _recording(originals[name], seen[name]))
+    torch.manual_seed(1)
+    loss, logs = model.loss(x_u, x_l, y_l)
+    assert torch.equal(seen["elbo_terms"][0], x_u)
+    assert torch.equal(seen["labelled_nelbo"][-1], x_l)  # [0] is elbo_terms' call per class
+    labelled_view, clean_u, view_u = seen["classify"][:3]
+    assert labelled_view.shape == x_l.shape and not torch.equal(labelled_view, x_l)
+    assert torch.equal(clean_u, x_u) and not torch.equal(view_u, x_u)
+    classify = originals["classify"]
+    ce = torch.nn.functional.cross_entropy(classify(labelled_view), y_l)
+    cons = torch.nn.functional.cross_entropy(classify(view_u), classify(x_u).softmax(1))
+    torch.testing.assert_close(logs["train/consistency"], cons)
+    u = sum(model.elbo_terms(x_u).values()).mean()
+    labelled = sum(model.labelled_nelbo(x_l, y_l).values()).mean()
+    torch.testing.assert_close(loss, u + labelled + 7.0 * ce + 3.0 * cons)
+
+
+def _recording(method, calls: list):
+    """``method`` that also appends its first argument to ``calls``."""
+
+    def wrapper(x, *args):
+        calls.append(x)
+        return method(x, *args)
+
+    return wrapper
+
+
 def test_supervised_only_ssvae_trains_the_classifier_alone():
     model = tiny_ssvae(gen_weight=0.0)
     assert not any(p.requires_grad for p in model.encoder.parameters())

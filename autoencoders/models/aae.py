@@ -231,13 +231,7 @@ class AdversarialAutoencoder(LightningModule):
         with torch.no_grad():
             target = self.classify(clean).softmax(dim=1)
         logits = self.classify(self._noisy(view))
-        threshold = self.hparams.consistency_threshold
-        if threshold > 0:
-            confidence, label = target.max(dim=1)
-            loss = F.cross_entropy(logits, label, reduction="none")
-            loss = (loss * (confidence >= threshold)).mean()
-        else:
-            loss = F.cross_entropy(logits, target)
+        loss = losses.consistency(logits, target, self.hparams.consistency_threshold).mean()
         return self.hparams.consistency_weight * loss
 
     def _step(self, optimizer, loss: Tensor) -> Tensor:

@@ -11,6 +11,12 @@ networks q(y|x) (the classifier) and q(z|x,y). The per-image negative ELBOs are
 and the training loss (eq. 9) is ``gen_weight * (mean -L + mean -U) + class_weight * CE`` with CE
 the classifier's cross-entropy on the labelled batch. ``gen_weight = 0`` leaves only the
 classifier to train: the supervised-only baseline.
+
+Optionally (not in M2, default off) the classifier alone also sees augmented images: random
+shifts, rotations and scalings of the labelled batch for its cross-entropy, and
+(``consistency_weight > 0``) of the unlabelled batch, whose target is the class predicted for the
+untouched image where that prediction is confident (``losses.consistency``, FixMatch-style). The
+ELBO terms always use the untouched images, so the generative model and its NELBO are M2's.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from torch import Tensor, nn
 
 from autoencoders import distributions as D
 from autoencoders import losses
+from autoencoders.augment import augment
 from autoencoders.models.base import EvaluatedModule, optimizer_config
 
 
@@ -43,6 +50,12 @@ class SSVAE(EvaluatedModule):
         image_shape: ``(channels, height, width)`` of the images.
         class_weight: weight of the labelled cross-entropy (alpha; CS236 uses 100).
         gen_weight: weight of the ELBO terms; 0 trains the classifier alone.
+        max_shift: random shifts of up to this many pixels of the classifier's training images.
+        max_degrees: random rotations of up to this many degrees of those images.
+        max_scale: random scalings by up to this fraction of those images.
+        consistency_weight: weight of the unlabelled consistency term (0: off, M2).
+        consistency_threshold: 0 uses the untouched image's class probabilities as a soft
+            target; above 0, the most probable class where its probability reaches it.
         optimizer: optimizer factory, called with the trainable parameters.
         scheduler: optional learning-rate scheduler factory, stepped at the end of each epoch.
     """
@@ -57,6 +70,11 @@ class SSVAE(EvaluatedModule):
         image_shape: Sequence[int] = (1, 28, 28),
         class_weight: float = 100.0,
         gen_weight: float = 1.0,
+        max_shift: int = 0,
+        max_degrees: float = 0.0,
+        max_scale: float = 0.0,
+        consistency_weight: float = 0.0,
+        consistency_threshold: float = 0.0,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -135,15 +153,32 @@ class SSVAE(EvaluatedModule):
         terms = self.elbo_terms(x)
         return terms["rec"] + terms["kl"]
 
+    def _augment(self, x: Tensor) -> Tensor:
+        hp = self.hparams
+        return augment(x, hp.max_shift, max_degrees=hp.max_degrees, max_scale=hp.max_scale)
+
+    def consistency_loss(self, x: Tensor) -> Tensor:
+        """Mean ``losses.consistency`` of the classifier on augmented views of ``x`` against its
+        prediction, without gradient, for ``x`` itself."""
+        with torch.no_grad():
+            target = self.classify(x).softmax(dim=1)
+        logits = self.classify(self._augment(x))
+        return losses.consistency(logits, target, self.hparams.consistency_threshold).mean()
+
     def loss(self, x_u: Tensor, x_l: Tensor, y_l: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Eq. 9: weighted ELBO terms plus weighted labelled cross-entropy; and its parts."""
-        cls = F.cross_entropy(self.classify(x_l), y_l)
+        """Eq. 9: weighted ELBO terms plus weighted labelled cross-entropy (plus the weighted
+        consistency term when on); and its parts."""
+        hp = self.hparams
+        cls = F.cross_entropy(self.classify(self._augment(x_l)), y_l)
         logs = {"train/cls": cls}
-        loss = self.hparams.class_weight * cls
-        if self.hparams.gen_weight > 0:
+        loss = hp.class_weight * cls
+        if hp.consistency_weight > 0:
+            logs["train/consistency"] = self.consistency_loss(x_u)
+            loss = loss + hp.consistency_weight * logs["train/consistency"]
+        if hp.gen_weight > 0:
             unlabelled = sum(self.elbo_terms(x_u).values()).mean()
             labelled = sum(self.labelled_nelbo(x_l, y_l).values()).mean()
-            loss = loss + self.hparams.gen_weight * (unlabelled + labelled)
+            loss = loss + hp.gen_weight * (unlabelled + labelled)
             logs |= {"train/nelbo_u": unlabelled, "train/nelbo_l": labelled}
         return loss, logs | {"train/loss": loss}
 
