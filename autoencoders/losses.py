@@ -49,3 +49,11 @@ def consistency(logits: Tensor, target: Tensor, threshold: float = 0.0) -> Tenso
         return torch.sum(-target * F.log_softmax(logits, dim=1), dim=1)
     confidence, label = target.max(dim=1)
     return F.cross_entropy(logits, label, reduction="none") * (confidence >= threshold)
+
+
+def align_distribution(probs: Tensor, mean_prediction: Tensor) -> Tensor:
+    """Distribution alignment (ReMixMatch, Berthelot et al. 2020): class probabilities ``[B, K]``
+    multiplied by ``uniform / mean_prediction`` (the model's running mean prediction ``[K]`` on
+    unlabelled data) and renormalised, so classes the model under-predicts get stronger targets."""
+    aligned = probs / (mean_prediction * probs.shape[1])
+    return aligned / aligned.sum(dim=1, keepdim=True)

@@ -38,3 +38,15 @@ def test_consistency_threshold_keeps_confident_hard_labels_only():
     result = losses.consistency(logits, target, threshold=0.8)
     by_hand = F.cross_entropy(logits, torch.tensor([0, 1, 2]), reduction="none")
     torch.testing.assert_close(result, by_hand * torch.tensor([1.0, 0.0, 1.0]))
+
+
+def test_align_distribution_boosts_under_predicted_classes():
+    probs = torch.softmax(torch.randn(5, 4), 1)
+    uniform = torch.full((4,), 0.25)
+    torch.testing.assert_close(losses.align_distribution(probs, uniform), probs)
+    mean = torch.tensor([0.1, 0.3, 0.3, 0.3])  # class 0 under-predicted
+    aligned = losses.align_distribution(probs, mean)
+    torch.testing.assert_close(aligned.sum(1), torch.ones(5))
+    assert (aligned[:, 0] > probs[:, 0]).all()
+    by_hand = probs * torch.tensor([2.5, 2.5 / 3, 2.5 / 3, 2.5 / 3])
+    torch.testing.assert_close(aligned, by_hand / by_hand.sum(1, keepdim=True))

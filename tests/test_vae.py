@@ -150,6 +150,20 @@ def test_ssvae_augments_the_classifier_inputs_only(monkeypatch):
     torch.testing.assert_close(loss, u + labelled + 7.0 * ce + 3.0 * cons)
 
 
+def test_ssvae_aligned_targets_track_the_mean_prediction():
+    model = tiny_ssvae(consistency_weight=1.0, align_targets=True)
+    assert "mean_prediction" in model.state_dict()  # saved in checkpoints: resumes exactly
+    x = torch.rand(6, 1, 4, 4)
+    probs = model.classify(x).softmax(1).detach()
+    expected_mean = 0.999 * torch.full((3,), 1 / 3) + 0.001 * probs.mean(0)
+    target = losses.align_distribution(probs, expected_mean)
+    loss = model.consistency_loss(x)  # no augmentation: the view is x itself
+    torch.testing.assert_close(model.mean_prediction, expected_mean)
+    expected = torch.nn.functional.cross_entropy(model.classify(x), target)
+    torch.testing.assert_close(loss, expected)
+    assert "mean_prediction" not in tiny_ssvae().state_dict()  # off: old checkpoints still load
+
+
 def _recording(method, calls: list):
     """``method`` that also appends its first argument to ``calls``."""
 

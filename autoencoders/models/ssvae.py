@@ -35,6 +35,9 @@ from autoencoders.augment import augment
 from autoencoders.models.base import EvaluatedModule, optimizer_config
 
 
+ALIGNMENT_MOMENTUM = 0.999  # of the running mean prediction (ReMixMatch's value)
+
+
 class SSVAE(EvaluatedModule):
     """M2 semi-supervised VAE, trained with manual optimization on
     ``{"unlabelled": x, "labelled": (x, y)}`` batches.
@@ -56,6 +59,9 @@ class SSVAE(EvaluatedModule):
         consistency_weight: weight of the unlabelled consistency term (0: off, M2).
         consistency_threshold: 0 uses the untouched image's class probabilities as a soft
             target; above 0, the most probable class where its probability reaches it.
+        align_targets: rescale the consistency targets by uniform / the classifier's running
+            mean prediction on unlabelled images (``losses.align_distribution``), against a
+            class the classifier under-predicts.
         optimizer: optimizer factory, called with the trainable parameters.
         scheduler: optional learning-rate scheduler factory, stepped at the end of each epoch.
     """
@@ -75,6 +81,7 @@ class SSVAE(EvaluatedModule):
         max_scale: float = 0.0,
         consistency_weight: float = 0.0,
         consistency_threshold: float = 0.0,
+        align_targets: bool = False,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -87,6 +94,8 @@ class SSVAE(EvaluatedModule):
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.z_dim = z_dim
+        if align_targets:  # running mean of q(y|x) on unlabelled batches, saved in checkpoints
+            self.register_buffer("mean_prediction", torch.full((n_classes,), 1.0 / n_classes))
         _check_size("decoder input", decoder, "in_features", z_dim + n_classes, "z_dim + n_classes")
         _check_size("encoder output", encoder, "out_features", 2 * z_dim, "2 * z_dim")
         if gen_weight == 0:  # nothing trains them: say so, so the optimizer skips them
@@ -162,6 +171,9 @@ class SSVAE(EvaluatedModule):
         prediction, without gradient, for ``x`` itself."""
         with torch.no_grad():
             target = self.classify(x).softmax(dim=1)
+            if self.hparams.align_targets:
+                self.mean_prediction.lerp_(target.mean(0), 1 - ALIGNMENT_MOMENTUM)
+                target = losses.align_distribution(target, self.mean_prediction)
         logits = self.classify(self._augment(x))
         return losses.consistency(logits, target, self.hparams.consistency_threshold).mean()
 
