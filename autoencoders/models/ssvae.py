@@ -34,8 +34,7 @@ from autoencoders import losses
 from autoencoders.augment import augment
 from autoencoders.models.base import EvaluatedModule, optimizer_config
 
-
-ALIGNMENT_MOMENTUM = 0.999  # of the running mean prediction (ReMixMatch's value)
+ALIGNMENT_MOMENTUM = 0.999  # of the running mean prediction: it averages about 1,000 steps
 
 
 class SSVAE(EvaluatedModule):
