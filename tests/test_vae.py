@@ -162,6 +162,8 @@ def test_ssvae_aligned_targets_track_the_mean_prediction():
     expected = torch.nn.functional.cross_entropy(model.classify(x), target)
     torch.testing.assert_close(loss, expected)
     assert "mean_prediction" not in tiny_ssvae().state_dict()  # off: old checkpoints still load
+    with pytest.raises(ValueError, match="needs consistency_weight > 0"):
+        tiny_ssvae(align_targets=True)  # nothing to align: say so instead of doing nothing
 
 
 def _recording(method, calls: list):

@@ -93,6 +93,10 @@ class SSVAE(EvaluatedModule):
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.z_dim = z_dim
+        if align_targets and consistency_weight <= 0:
+            raise ValueError(
+                "align_targets rescales the consistency targets: it needs consistency_weight > 0"
+            )
         if align_targets:  # running mean of q(y|x) on unlabelled batches, saved in checkpoints
             self.register_buffer("mean_prediction", torch.full((n_classes,), 1.0 / n_classes))
         _check_size("decoder input", decoder, "in_features", z_dim + n_classes, "z_dim + n_classes")
