@@ -1,4 +1,5 @@
-"""Per-sample losses: every function returns one value per example, ``Tensor[B]``.
+"""Per-sample losses: every function returns one value per example, ``Tensor[B]`` (except
+``class_balance``, a property of a whole batch).
 
 Terms are summed over all non-batch dimensions; a LightningModule reduces them once with
 ``.mean()``. Decoders return logits, so image losses take logits.
@@ -49,6 +50,15 @@ def consistency(logits: Tensor, target: Tensor, threshold: float = 0.0) -> Tenso
         return torch.sum(-target * F.log_softmax(logits, dim=1), dim=1)
     confidence, label = target.max(dim=1)
     return F.cross_entropy(logits, label, reduction="none") * (confidence >= threshold)
+
+
+def class_balance(probs: Tensor) -> Tensor:
+    """KL(mean prediction || uniform) of class probabilities ``[B, K]``: a scalar, 0 when the
+    batch's predictions are spread evenly over the classes. The one batch-level term here: it is
+    about the mix of classes in a batch, which no single example has. Against a classifier that
+    neglects one class (the marginal matching an AAE's label discriminator does adversarially)."""
+    mean = probs.mean(dim=0)
+    return torch.special.xlogy(mean, mean * probs.shape[1]).sum()
 
 
 def align_distribution(probs: Tensor, mean_prediction: Tensor) -> Tensor:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.distributions import Bernoulli
+from torch.distributions import Bernoulli, Categorical
 
 from autoencoders import losses
 
@@ -50,3 +50,15 @@ def test_align_distribution_boosts_under_predicted_classes():
     assert (aligned[:, 0] > probs[:, 0]).all()
     by_hand = probs * torch.tensor([2.5, 2.5 / 3, 2.5 / 3, 2.5 / 3])
     torch.testing.assert_close(aligned, by_hand / by_hand.sum(1, keepdim=True))
+
+
+def test_class_balance_is_the_kl_of_the_mean_prediction_to_uniform():
+    evenly_spread = torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
+    torch.testing.assert_close(losses.class_balance(evenly_spread), torch.tensor(0.0))
+    probs = torch.softmax(torch.randn(6, 3), 1)
+    expected = torch.distributions.kl_divergence(
+        Categorical(probs=probs.mean(0)), Categorical(probs=torch.full((3,), 1 / 3))
+    )
+    torch.testing.assert_close(losses.class_balance(probs), expected)
+    one_class_missing = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # 0 log 0 = 0: finite
+    torch.testing.assert_close(losses.class_balance(one_class_missing), torch.tensor(1.5).log())

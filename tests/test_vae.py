@@ -150,6 +150,22 @@ def test_ssvae_augments_the_classifier_inputs_only(monkeypatch):
     torch.testing.assert_close(loss, u + labelled + 7.0 * ce + 3.0 * cons)
 
 
+def test_ssvae_balance_term_is_weighted_kl_of_the_unlabelled_mean_prediction(monkeypatch):
+    monkeypatch.setattr(D, "reparameterize", lambda mu, logvar: mu)
+    x_u, x_l, y_l = torch.rand(4, 1, 4, 4), torch.rand(3, 1, 4, 4), torch.tensor([0, 1, 2])
+    without, _ = tiny_ssvae(class_weight=7.0).loss(x_u, x_l, y_l)
+    model = tiny_ssvae(class_weight=7.0, balance_weight=5.0)
+    loss, logs = model.loss(x_u, x_l, y_l)
+    balance = losses.class_balance(model.classify(x_u).softmax(1))
+    assert balance > 0
+    torch.testing.assert_close(logs["train/balance"], balance)
+    torch.testing.assert_close(loss, without + 5.0 * balance)
+    alone = tiny_ssvae(class_weight=0.0, gen_weight=0.0, balance_weight=5.0)
+    loss, _ = alone.loss(x_u, x_l, y_l)  # the term alone trains the classifier
+    loss.backward()
+    assert all(p.grad.abs().sum() > 0 for p in alone.classifier.parameters())
+
+
 def test_ssvae_aligned_targets_track_the_mean_prediction():
     model = tiny_ssvae(consistency_weight=1.0, align_targets=True)
     assert "mean_prediction" in model.state_dict()  # saved in checkpoints: resumes exactly

@@ -17,6 +17,9 @@ shifts, rotations and scalings of the labelled batch for its cross-entropy, and
 (``consistency_weight > 0``) of the unlabelled batch, whose target is the class predicted for the
 untouched image where that prediction is confident (``losses.consistency``, FixMatch-style). The
 ELBO terms always use the untouched images, so the generative model and its NELBO are M2's.
+``balance_weight > 0`` adds KL(mean q(y|x) || uniform) over each unlabelled batch
+(``losses.class_balance``), which keeps the classifier from dropping a class it learnt badly from
+the few labels: the job an AAE's label discriminator does.
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ class SSVAE(EvaluatedModule):
         align_targets: rescale the consistency targets by uniform / the classifier's running
             mean prediction on unlabelled images (``losses.align_distribution``), against a
             class the classifier under-predicts.
+        balance_weight: weight of KL(mean q(y|x) || uniform) over each unlabelled batch (0: off,
+            M2).
         optimizer: optimizer factory, called with the trainable parameters.
         scheduler: optional learning-rate scheduler factory, stepped at the end of each epoch.
     """
@@ -81,6 +86,7 @@ class SSVAE(EvaluatedModule):
         consistency_weight: float = 0.0,
         consistency_threshold: float = 0.0,
         align_targets: bool = False,
+        balance_weight: float = 0.0,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -132,11 +138,12 @@ class SSVAE(EvaluatedModule):
         """Class logits ``[B, K]``."""
         return self(x)
 
-    def elbo_terms(self, x: Tensor) -> dict[str, Tensor]:
+    def elbo_terms(self, x: Tensor, logits: Tensor | None = None) -> dict[str, Tensor]:
         """-U(x) for unlabelled images, split into ``rec`` (expected over q(y|x)) and ``kl``
-        (expected KL of z plus KL(q(y|x) || uniform))."""
+        (expected KL of z plus KL(q(y|x) || uniform)). ``logits``: ``classify(x)`` when the
+        caller has it already."""
         k, b = self.hparams.n_classes, len(x)
-        log_q_y = F.log_softmax(self.classify(x), dim=1)  # [B, K]
+        log_q_y = F.log_softmax(self.classify(x) if logits is None else logits, dim=1)  # [B, K]
         q_y = log_q_y.exp()
         ys = torch.arange(k, device=x.device).repeat_interleave(b)  # class-major: y0 x B, ...
         terms = self.labelled_nelbo(x.repeat(k, *[1] * (x.dim() - 1)), ys)
@@ -169,11 +176,11 @@ class SSVAE(EvaluatedModule):
         hp = self.hparams
         return augment(x, hp.max_shift, max_degrees=hp.max_degrees, max_scale=hp.max_scale)
 
-    def consistency_loss(self, x: Tensor) -> Tensor:
+    def consistency_loss(self, x: Tensor, logits: Tensor | None = None) -> Tensor:
         """Mean ``losses.consistency`` of the classifier on augmented views of ``x`` against its
-        prediction, without gradient, for ``x`` itself."""
+        prediction, without gradient, for ``x`` itself (``logits``, when the caller has them)."""
         with torch.no_grad():
-            target = self.classify(x).softmax(dim=1)
+            target = (self.classify(x) if logits is None else logits).softmax(dim=1)
             if self.hparams.align_targets:
                 self.mean_prediction.lerp_(target.mean(0), 1 - ALIGNMENT_MOMENTUM)
                 target = losses.align_distribution(target, self.mean_prediction)
@@ -182,16 +189,22 @@ class SSVAE(EvaluatedModule):
 
     def loss(self, x_u: Tensor, x_l: Tensor, y_l: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Eq. 9: weighted ELBO terms plus weighted labelled cross-entropy (plus the weighted
-        consistency term when on); and its parts."""
+        consistency and class-balance terms when on); and its parts."""
         hp = self.hparams
         cls = F.cross_entropy(self.classify(self._augment(x_l)), y_l)
         logs = {"train/cls": cls}
         loss = hp.class_weight * cls
+        logits_u = None  # q(y|x) of the untouched unlabelled images, computed once if needed
+        if hp.gen_weight > 0 or hp.consistency_weight > 0 or hp.balance_weight > 0:
+            logits_u = self.classify(x_u)
         if hp.consistency_weight > 0:
-            logs["train/consistency"] = self.consistency_loss(x_u)
+            logs["train/consistency"] = self.consistency_loss(x_u, logits_u.detach())
             loss = loss + hp.consistency_weight * logs["train/consistency"]
+        if hp.balance_weight > 0:
+            logs["train/balance"] = losses.class_balance(logits_u.softmax(dim=1))
+            loss = loss + hp.balance_weight * logs["train/balance"]
         if hp.gen_weight > 0:
-            unlabelled = sum(self.elbo_terms(x_u).values()).mean()
+            unlabelled = sum(self.elbo_terms(x_u, logits_u).values()).mean()
             labelled = sum(self.labelled_nelbo(x_l, y_l).values()).mean()
             loss = loss + hp.gen_weight * (unlabelled + labelled)
             logs |= {"train/nelbo_u": unlabelled, "train/nelbo_l": labelled}
