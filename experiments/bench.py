@@ -161,11 +161,26 @@ def logged_apart(trainer, sub_dir: str):
         trainer.loggers = [logger]
 
 
+def claim_version(run_dir: Path) -> int:
+    """Creates ``run_dir/version_N`` for the next free N and returns N. ``mkdir`` fails for all
+    but one process, so benchmark processes started side by side never share a TensorBoard run
+    and its checkpoints (Lightning picks the version only when it first logs)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    taken = [int(p.name[8:]) for p in run_dir.glob("version_*") if p.name[8:].isdigit()]
+    version = max(taken, default=-1) + 1
+    while True:
+        try:
+            (run_dir / f"version_{version}").mkdir()
+            return version
+        except FileExistsError:
+            version += 1
+
+
 def bench_fit(args: argparse.Namespace) -> None:
     """Trains and tests every (config, seed); each run is appended to ``runs/bench/NAME.jsonl``
     as soon as it ends, and the section is rewritten from all runs recorded under that name, so
     seeds can run in separate processes (``--seeds 1`` and ``--seeds 2`` side by side)."""
-    from experiments.__main__ import main
+    from experiments.__main__ import main, resolve_args
 
     name = args.name or "fit-" + "-".join(args.configs)
     record_file = RECORDS / f"{name}.jsonl"
@@ -173,9 +188,11 @@ def bench_fit(args: argparse.Namespace) -> None:
     command = "python -m experiments.bench " + " ".join(sys.argv[1:])
     for config in args.configs:
         for seed in args.seeds:
+            version = claim_version(Path("runs") / resolve_args(["--config", config])[1])
             start_wall, start = time.time(), time.perf_counter()
             cli = main(["fit", "--config", config, f"--seed_everything={seed}",
-                        "--trainer.enable_progress_bar=false", *args.args])  # fmt: skip
+                        "--trainer.enable_progress_bar=false",
+                        f"--trainer.logger.init_args.version={version}", *args.args])  # fmt: skip
             seconds = time.perf_counter() - start
             curve = validation_curve(cli.trainer.logger.log_dir, start_wall, args.curve)
             metrics = cli.trainer.test(ckpt_path=args.ckpt, datamodule=cli.datamodule)[0]

@@ -34,7 +34,9 @@ def test_fit_records_runs_and_tabulates_them(fake_root, tmp_path, monkeypatch):
     for seed in ("0", "1"):  # two processes' worth of runs under one name
         bench.main(["fit", "--configs", "ae_mnist", "--seeds", seed, "--name", "t",
                     "--curve", "val/loss", "--args", *quick])  # fmt: skip
-    assert len((tmp_path / "records/t.jsonl").read_text().splitlines()) == 2
+    records = [json.loads(line) for line in (tmp_path / "records/t.jsonl").read_text().splitlines()]
+    assert len(records) == 2
+    assert records[0]["log_dir"] != records[1]["log_dir"], "each run its own TensorBoard run"
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| ae_mnist | 0, 1 |" in text and "±" in text
     assert "`val/loss` of ae_mnist" in text
@@ -99,3 +101,12 @@ def test_scores_tabulates_every_score_over_checkpoints(fake_root, tmp_path, monk
     rows = [r for r in distances.splitlines() if r.startswith(("| val", "| test"))]
     assert len(rows) == 2
     assert all(0 < float(c) < 28 for r in rows for c in r.strip("| ").split(" | ")[1:])
+
+
+def test_claim_version_gives_each_process_its_own_run_directory(tmp_path):
+    (tmp_path / "ssvae" / "version_3").mkdir(parents=True)
+    (tmp_path / "ssvae" / "x_explore").mkdir()  # named runs do not count
+    first = bench.claim_version(tmp_path / "ssvae")
+    second = bench.claim_version(tmp_path / "ssvae")  # a second process right after
+    assert (first, second) == (4, 5)
+    assert (tmp_path / "ssvae" / "version_5").is_dir()
