@@ -166,7 +166,8 @@ def claim_version(run_dir: Path) -> int:
     but one process, so benchmark processes started side by side never share a TensorBoard run
     and its checkpoints (Lightning picks the version only when it first logs)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    taken = [int(p.name[8:]) for p in run_dir.glob("version_*") if p.name[8:].isdigit()]
+    numbers = [p.name.removeprefix("version_") for p in run_dir.glob("version_*")]
+    taken = [int(n) for n in numbers if n.isdigit()]
     version = max(taken, default=-1) + 1
     while True:
         try:
