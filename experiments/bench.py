@@ -3,6 +3,7 @@
     python -m experiments.bench data                       # in-memory loader vs ToTensor DataLoader
     python -m experiments.bench fit --configs ae_mnist --seeds 0 1 2 [--args --trainer.max_epochs 5]
     python -m experiments.bench fit --configs anomaly_pneumonia --test-also balanced_eval=false
+    python -m experiments.bench test --config vae_large --ckpt-path CKPT [CKPT ...] --name NAME
     python -m experiments.bench scores --config anomaly_pneumonia --ckpt-path CKPT [CKPT ...]
     python -m experiments.bench table --name NAME          # rewrite a section from runs/bench/
 
@@ -218,6 +219,32 @@ def bench_fit(args: argparse.Namespace) -> None:
             write_table(name)
 
 
+def bench_test(args: argparse.Namespace) -> None:
+    """Tests trained checkpoints again (e.g. with a costlier ``iwae_samples``) and records each
+    like ``fit`` does; the seed is read from the run's ``config.yaml`` next to ``checkpoints/``."""
+    from experiments.__main__ import main, resolve_args
+
+    record_file = RECORDS / f"{args.name}.jsonl"
+    record_file.parent.mkdir(parents=True, exist_ok=True)
+    command = "python -m experiments.bench " + " ".join(sys.argv[1:])
+    for path in args.ckpt_path:
+        run_config = Path(path).parent.parent / "config.yaml"
+        seed = yaml.safe_load(run_config.read_text()).get("seed_everything", "?")
+        version = claim_version(Path("runs") / resolve_args(["--config", args.config])[1])
+        start = time.perf_counter()
+        cli = main(["test", "--config", args.config, f"--ckpt_path={path}",
+                    "--trainer.enable_progress_bar=false",
+                    f"--trainer.logger.init_args.version={version}", *args.args])  # fmt: skip
+        metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
+        metrics["test_minutes"] = (time.perf_counter() - start) / 60
+        record = {"config": args.label or args.config, "seed": seed, "ckpt": path,
+                  "curve_tag": None, "metrics": metrics, "curve": [], "command": command,
+                  "log_dir": cli.trainer.logger.log_dir, "machine": machine()}  # fmt: skip
+        with open(record_file, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        write_table(args.name)
+
+
 def write_table(name: str) -> None:
     """Rewrites the section ``name`` from every run recorded in ``runs/bench/NAME.jsonl``."""
     records = [json.loads(line) for line in (RECORDS / f"{name}.jsonl").read_text().splitlines()]
@@ -239,15 +266,14 @@ def write_table(name: str) -> None:
             )
     commands = sorted({r["command"] for r in records})
     machines = list(dict.fromkeys(r["machine"] for r in records if "machine" in r))
+    checkpoint = CHECKPOINTS.get(records[0]["ckpt"], "checkpoint named in the command")
     write_section(
         name,
         header(f"Test metrics: {', '.join(configs)}", "`, `".join(commands), machines)
         + f"\nMean ± standard error over seeds (`--seed_everything`); every run is tested with its "
-        f"{CHECKPOINTS[records[0]['ckpt']]}. Times are wall-clock training time, validation "
-        "included. `test/mse` is the mean squared error per pixel; `test/rec`, `test/kl`, "
-        "`test/nelbo`, `test/nll_iwae` are nats per image, summed over pixels.\n\n"
-        + "\n".join(lines)
-        + "".join(curves),
+        f"{checkpoint}. Times are wall-clock training time, validation included. `test/mse` is "
+        "the mean squared error per pixel; `test/rec`, `test/kl`, `test/nelbo`, `test/nll_iwae` "
+        "are nats per image, summed over pixels.\n\n" + "\n".join(lines) + "".join(curves),
     )
 
 
@@ -401,13 +427,25 @@ def main(argv: list[str] | None = None) -> None:
     scores.add_argument("--config", required=True)
     scores.add_argument("--ckpt-path", nargs="+", required=True, help="one or more")
     scores.add_argument("--args", nargs=argparse.REMAINDER, default=[], help="extra CLI arguments")
+    test = sub.add_parser("test", help="test trained checkpoints again and tabulate")
+    test.add_argument("--config", required=True)
+    test.add_argument("--ckpt-path", nargs="+", required=True, help="one or more")
+    test.add_argument("--name", required=True, help="section name in BENCHMARKS.md")
+    test.add_argument("--label", help="row name in the table (default: the config)")
+    test.add_argument("--args", nargs=argparse.REMAINDER, default=[], help="extra CLI arguments")
     table = sub.add_parser("table", help="rewrite a section from its recorded runs")
     table.add_argument("--name", required=True)
     args = parser.parse_args(argv)
     if args.command == "table":
         write_table(args.name)
     else:
-        {"data": bench_data, "fit": bench_fit, "scores": bench_scores}[args.command](args)
+        commands = {
+            "data": bench_data,
+            "fit": bench_fit,
+            "test": bench_test,
+            "scores": bench_scores,
+        }
+        commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from experiments import bench
 
 
@@ -45,6 +47,36 @@ def test_fit_records_runs_and_tabulates_them(fake_root, tmp_path, monkeypatch):
                 "--model.init_args.decoder.init_args.latent_dim=8"])  # fmt: skip
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "| ae_mnist | 0, 1 |" in text and "| ae_mnist_z8 | 0 |" in text, "a row of its own"
+
+
+def test_test_records_checkpoints_with_the_seed_of_their_run(fake_root, tmp_path, monkeypatch):
+    """``bench test`` re-tests trained checkpoints (e.g. with a costlier IWAE k) into a table."""
+    monkeypatch.setattr(bench, "BENCHMARKS", tmp_path / "BENCHMARKS.md")
+    monkeypatch.setattr(bench, "RECORDS", tmp_path / "records")
+    data = [f"--data.root={fake_root}", "--data.val_size=1000"]
+    for seed in ("3", "4"):
+        bench.main(["fit", "--configs", "ae_mnist", "--seeds", seed, "--name", "t", "--args",
+                    *data, "--trainer.max_epochs=1",
+                    "--trainer.limit_train_batches=2"])  # fmt: skip
+    checkpoints = sorted(
+        str(p) for p in Path("runs/ae_mnist").glob("version_*/checkpoints/last.ckpt")
+    )
+    bench.main(["test", "--config", "ae_mnist", "--ckpt-path", *checkpoints, "--name", "again",
+                "--args", *data])  # fmt: skip
+    records = [
+        json.loads(line) for line in (tmp_path / "records/again.jsonl").read_text().splitlines()
+    ]
+    assert [r["seed"] for r in records] == [3, 4] and [r["ckpt"] for r in records] == checkpoints
+    fitted = [json.loads(line) for line in (tmp_path / "records/t.jsonl").read_text().splitlines()]
+    for again, fit in zip(
+        records, fitted, strict=True
+    ):  # one epoch: the best checkpoint is the last one
+        assert again["metrics"]["test/mse"] == pytest.approx(fit["metrics"]["test/mse"])
+    assert len({r["log_dir"] for r in records + fitted}) == 4, "each test its own TensorBoard run"
+    text = (tmp_path / "BENCHMARKS.md").read_text().split("bench:again")[1]
+    assert (
+        "| ae_mnist | 3, 4 |" in text and "tested with its checkpoint named in the command" in text
+    )
 
 
 def test_a_rebuilt_table_names_the_machines_its_runs_recorded(tmp_path, monkeypatch):
