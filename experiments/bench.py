@@ -224,12 +224,16 @@ def bench_test(args: argparse.Namespace) -> None:
     like ``fit`` does; the seed is read from the run's ``config.yaml`` next to ``checkpoints/``."""
     from experiments.__main__ import main, resolve_args
 
+    missing = [path for path in args.ckpt_path if not Path(path).is_file()]
+    if missing:  # before any run folder is claimed or any checkpoint tested
+        sys.exit(f"error: no checkpoint file {', '.join(missing)}")
     record_file = RECORDS / f"{args.name}.jsonl"
     record_file.parent.mkdir(parents=True, exist_ok=True)
     command = "python -m experiments.bench " + " ".join(sys.argv[1:])
     for path in args.ckpt_path:
         run_config = Path(path).parent.parent / "config.yaml"
-        seed = yaml.safe_load(run_config.read_text()).get("seed_everything", "?")
+        config = yaml.safe_load(run_config.read_text()) if run_config.is_file() else {}
+        seed = config.get("seed_everything", "?")  # "?": a checkpoint outside a run folder
         version = claim_version(Path("runs") / resolve_args(["--config", args.config])[1])
         start = time.perf_counter()
         cli = main(["test", "--config", args.config, f"--ckpt_path={path}",

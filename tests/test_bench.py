@@ -79,6 +79,16 @@ def test_test_records_checkpoints_with_the_seed_of_their_run(fake_root, tmp_path
     )
 
 
+def test_test_names_a_missing_checkpoint_before_testing_any(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "RECORDS", tmp_path / "records")
+    real = tmp_path / "real.ckpt"
+    real.write_bytes(b"")
+    with pytest.raises(SystemExit, match="no checkpoint file .*nope.ckpt"):
+        bench.main(["test", "--config", "ae_mnist", "--ckpt-path", str(real),
+                    str(tmp_path / "nope.ckpt"), "--name", "t"])  # fmt: skip
+    assert not (tmp_path / "records").exists() and not Path("runs").exists(), "nothing claimed"
+
+
 def test_a_rebuilt_table_names_the_machines_its_runs_recorded(tmp_path, monkeypatch):
     """Runs measured on a lent GPU machine, tabulated here: the section says where they ran."""
     monkeypatch.setattr(bench, "BENCHMARKS", tmp_path / "BENCHMARKS.md")
