@@ -185,8 +185,6 @@ def bench_fit(args: argparse.Namespace) -> None:
     from experiments.__main__ import main, resolve_args
 
     name = args.name or "fit-" + "-".join(args.configs)
-    record_file = RECORDS / f"{name}.jsonl"
-    record_file.parent.mkdir(parents=True, exist_ok=True)
     command = "python -m experiments.bench " + " ".join(sys.argv[1:])
     for config in args.configs:
         for seed in args.seeds:
@@ -214,9 +212,7 @@ def bench_fit(args: argparse.Namespace) -> None:
                       "curve_tag": args.curve, "metrics": metrics, "curve": curve,
                       "command": command, "log_dir": cli.trainer.logger.log_dir,
                       "machine": machine()}  # fmt: skip
-            with open(record_file, "a") as f:
-                f.write(json.dumps(record) + "\n")
-            write_table(name)
+            add_record(name, record)
 
 
 def bench_test(args: argparse.Namespace) -> None:
@@ -227,8 +223,6 @@ def bench_test(args: argparse.Namespace) -> None:
     missing = [path for path in args.ckpt_path if not Path(path).is_file()]
     if missing:  # before any run folder is claimed or any checkpoint tested
         sys.exit(f"error: no checkpoint file {', '.join(missing)}")
-    record_file = RECORDS / f"{args.name}.jsonl"
-    record_file.parent.mkdir(parents=True, exist_ok=True)
     command = "python -m experiments.bench " + " ".join(sys.argv[1:])
     for path in args.ckpt_path:
         run_config = Path(path).parent.parent / "config.yaml"
@@ -244,9 +238,15 @@ def bench_test(args: argparse.Namespace) -> None:
         record = {"config": args.label or args.config, "seed": seed, "ckpt": path,
                   "curve_tag": None, "metrics": metrics, "curve": [], "command": command,
                   "log_dir": cli.trainer.logger.log_dir, "machine": machine()}  # fmt: skip
-        with open(record_file, "a") as f:
-            f.write(json.dumps(record) + "\n")
-        write_table(args.name)
+        add_record(args.name, record)
+
+
+def add_record(name: str, record: dict) -> None:
+    """Appends one run to ``runs/bench/NAME.jsonl`` and rewrites the section from all of them."""
+    RECORDS.mkdir(parents=True, exist_ok=True)
+    with open(RECORDS / f"{name}.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    write_table(name)
 
 
 def write_table(name: str) -> None:
@@ -271,6 +271,8 @@ def write_table(name: str) -> None:
     commands = sorted({r["command"] for r in records})
     machines = list(dict.fromkeys(r["machine"] for r in records if "machine" in r))
     checkpoint = CHECKPOINTS.get(records[0]["ckpt"], "checkpoint named in the command")
+    if "test_minutes" in keys:
+        checkpoint += " (`test_minutes`: wall-clock time of that test)"
     write_section(
         name,
         header(f"Test metrics: {', '.join(configs)}", "`, `".join(commands), machines)

@@ -68,9 +68,8 @@ def test_test_records_checkpoints_with_the_seed_of_their_run(fake_root, tmp_path
     ]
     assert [r["seed"] for r in records] == [3, 4] and [r["ckpt"] for r in records] == checkpoints
     fitted = [json.loads(line) for line in (tmp_path / "records/t.jsonl").read_text().splitlines()]
-    for again, fit in zip(
-        records, fitted, strict=True
-    ):  # one epoch: the best checkpoint is the last one
+    # one epoch: the best checkpoint fit tested is the last one tested again
+    for again, fit in zip(records, fitted, strict=True):
         assert again["metrics"]["test/mse"] == pytest.approx(fit["metrics"]["test/mse"])
     assert len({r["log_dir"] for r in records + fitted}) == 4, "each test its own TensorBoard run"
     text = (tmp_path / "BENCHMARKS.md").read_text().split("bench:again")[1]
