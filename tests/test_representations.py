@@ -101,3 +101,24 @@ def test_class_names_must_match_the_number_of_classes():
 
     with pytest.raises(ValueError, match="3 class_names given for 10 classes"):
         ClassificationMetrics(num_classes=10, class_names=["a", "b", "c"])
+
+
+def test_classifier_mirror_averaging_at_test_time():
+    from autoencoders.models import EncoderClassifier
+    from autoencoders.nn import ConvEncoder
+
+    torch.manual_seed(0)
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    plain = EncoderClassifier(ConvEncoder(latent_dim=8)).eval()
+    mirrored = EncoderClassifier(ConvEncoder(latent_dim=8), tta_hflip=True).eval()
+    mirrored.load_state_dict(plain.state_dict())
+    # the mean of the two views' probabilities, and so the same prediction for a mirrored image
+    expected = (plain(x).softmax(dim=1) + plain(x.flip(-1)).softmax(dim=1)) / 2
+    torch.testing.assert_close(mirrored.classify(x).softmax(dim=1), expected)
+    torch.testing.assert_close(mirrored.classify(x.flip(-1)), mirrored.classify(x))
+    assert not torch.allclose(plain.classify(x.flip(-1)), plain.classify(x))
+    torch.testing.assert_close(
+        mirrored.eval_loss((x, y)), torch.nn.functional.nll_loss(expected.log(), y, reduction="none")
+    )
+    # training sees one view
+    torch.testing.assert_close(mirrored.train().classify(x), plain.train()(x))

@@ -34,6 +34,9 @@ class EncoderClassifier(EvaluatedModule):
         encoder_lr: learning rate of the encoder's parameters; ``None`` uses the optimizer's.
         max_shift: training images are translated by up to this many pixels (0: off).
         hflip: training images are mirrored left to right at random (clothes, not digits).
+        tta_hflip: outside training, ``classify`` averages the class probabilities of each
+            image and of its mirror image (test-time augmentation: the validation and test
+            loss and every callback that calls ``classify``); training is unchanged.
         optimizer: optimizer factory, called with the parameter groups.
         scheduler: optional learning-rate scheduler factory, stepped every epoch.
     """
@@ -49,6 +52,7 @@ class EncoderClassifier(EvaluatedModule):
         encoder_lr: float | None = None,
         max_shift: int = 0,
         hflip: bool = False,
+        tta_hflip: bool = False,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -68,8 +72,12 @@ class EncoderClassifier(EvaluatedModule):
         return self.head(self.encoder(x))
 
     def classify(self, x: Tensor) -> Tensor:
-        """Class logits ``[B, num_classes]``."""
-        return self(x)
+        """Class logits ``[B, num_classes]``; with ``tta_hflip`` outside training, the log of
+        the mean probabilities of ``x`` and of ``x`` mirrored (a valid logit vector)."""
+        if not self.hparams.tta_hflip or self.training:
+            return self(x)
+        views = torch.stack([self(x), self(x.flip(-1))])
+        return views.log_softmax(dim=-1).logsumexp(dim=0) - torch.log(torch.tensor(2.0))
 
     def embed(self, x: Tensor) -> Tensor:
         """The encoder's features."""
@@ -98,7 +106,7 @@ class EncoderClassifier(EvaluatedModule):
     def eval_loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
         """Cross-entropy per image (accuracy comes from the accuracy callback)."""
         x, y = batch
-        return F.cross_entropy(self(x), y, reduction="none")
+        return F.cross_entropy(self.classify(x), y, reduction="none")
 
     def configure_optimizers(self):
         groups = [{"params": list(self.head.parameters())}]
