@@ -118,7 +118,8 @@ def test_classifier_mirror_averaging_at_test_time():
     torch.testing.assert_close(mirrored.classify(x.flip(-1)), mirrored.classify(x))
     assert not torch.allclose(plain.classify(x.flip(-1)), plain.classify(x))
     torch.testing.assert_close(
-        mirrored.eval_loss((x, y)), torch.nn.functional.nll_loss(expected.log(), y, reduction="none")
+        mirrored.eval_loss((x, y)),
+        torch.nn.functional.nll_loss(expected.log(), y, reduction="none"),
     )
     # training sees one view
     torch.testing.assert_close(mirrored.train().classify(x), plain.train()(x))
