@@ -42,6 +42,19 @@ def random_hflip(x: Tensor) -> Tensor:
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
+def random_cutout(x: Tensor, size: int) -> Tensor:
+    """Sets a ``size`` x ``size`` square at a random place in each image to 0 (Cutout, DeVries
+    and Taylor 2017; part of FixMatch's strong augmentation). The square's centre may lie
+    anywhere in the image, so the square may be clipped by the border."""
+    n, _, height, width = x.shape
+    rows = torch.arange(height, device=x.device)[None, :, None]
+    cols = torch.arange(width, device=x.device)[None, None, :]
+    top = torch.randint(height, (n, 1, 1), device=x.device) - size // 2
+    left = torch.randint(width, (n, 1, 1), device=x.device) - size // 2
+    inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)
+    return x.masked_fill(inside[:, None], 0.0)
+
+
 def augment(
     x: Tensor,
     max_shift: int = 0,

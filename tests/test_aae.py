@@ -125,6 +125,20 @@ def test_consistency_target_is_a_constant_prediction_for_the_clean_image():
     assert grads and all(g.abs().max() < 1e-6 for g in grads)
 
 
+def test_consistency_cutout_blanks_the_view_it_trains_on(monkeypatch):
+    model = small_aae(consistency_weight=1.0, consistency_cutout=6)
+    clean, view = torch.rand(8, 1, 28, 28), torch.rand(8, 1, 28, 28)
+    seen = []
+    classify = model.classify
+    monkeypatch.setattr(model, "classify", lambda x: seen.append(x) or classify(x))
+    model.consistency_loss(view, clean)
+    target_input, view_input = seen
+    torch.testing.assert_close(target_input, clean)  # the target comes from the clean image
+    blanked = view_input == 0
+    assert 0 < blanked.sum((1, 2, 3)).min() and blanked.sum((1, 2, 3)).max() <= 36
+    torch.testing.assert_close(view_input[~blanked], view[~blanked])
+
+
 def test_thresholded_consistency_uses_confident_hard_labels_only():
     model = small_aae(consistency_weight=1.0, consistency_threshold=0.5)
     with torch.no_grad():  # the same uniform prediction for every image

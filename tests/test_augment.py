@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from autoencoders.augment import augment, random_hflip, random_rotate_scale, random_shift
+from autoencoders.augment import (
+    augment,
+    random_cutout,
+    random_hflip,
+    random_rotate_scale,
+    random_shift,
+)
 
 
 def test_random_shift_moves_whole_pixels_within_range():
@@ -41,3 +47,18 @@ def test_random_rotate_scale_at_its_extremes(monkeypatch):
     blob[..., 12:16, 12:16] = 1
     grown = random_rotate_scale(blob, max_degrees=0, max_scale=0.5)
     assert grown.sum() / blob.sum() == pytest.approx(1.5**2, rel=0.05)
+
+
+def test_random_cutout_blanks_one_square_per_image():
+    torch.manual_seed(0)
+    x = torch.ones(200, 1, 28, 28)
+    cut = random_cutout(x, size=8)
+    blanked = (cut == 0).sum((1, 2, 3))
+    assert blanked.max() == 64, "an 8x8 square inside the image"
+    assert blanked.min() > 0, "every image loses some pixels"
+    assert (blanked < 64).any(), "squares near the border are clipped"
+    for img in cut[:20, 0]:  # the zeros form one axis-aligned rectangle
+        rows, cols = torch.nonzero(img == 0, as_tuple=True)
+        height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert height <= 8 and width <= 8 and height * width == len(rows)
+    assert len({tuple(torch.nonzero(img[0] == 0)[0].tolist()) for img in cut}) > 50

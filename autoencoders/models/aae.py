@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from autoencoders import losses
-from autoencoders.augment import augment
+from autoencoders.augment import augment, random_cutout
 from autoencoders.models.autoencoder import check_latent_sizes
 
 
@@ -65,6 +65,9 @@ class AdversarialAutoencoder(LightningModule):
         consistency_threshold: 0 uses the clean image's label probabilities as a soft target;
             above 0, its most probable label is a hard target where its probability reaches
             the threshold, and other images add nothing (FixMatch's pseudo-labels).
+        consistency_cutout: side of a square blanked at a random place in the view that the
+            consistency term trains on (a stronger view, as in FixMatch; 0: off). The other
+            phases see the view without it.
         ae_optimizer: optimizer of phase 1 (encoder and decoder).
         disc_optimizer: optimizer of phase 2a (both discriminators).
         gen_optimizer: optimizer of phase 2b (encoder).
@@ -94,6 +97,7 @@ class AdversarialAutoencoder(LightningModule):
         cls_weight: float = 1.0,
         consistency_weight: float = 0.0,
         consistency_threshold: float = 0.0,
+        consistency_cutout: int = 0,
         ae_optimizer: OptimizerCallable = torch.optim.Adam,
         disc_optimizer: OptimizerCallable = torch.optim.Adam,
         gen_optimizer: OptimizerCallable = torch.optim.Adam,
@@ -230,6 +234,8 @@ class AdversarialAutoencoder(LightningModule):
         images it was made from."""
         with torch.no_grad():
             target = self.classify(clean).softmax(dim=1)
+        if self.hparams.consistency_cutout > 0:
+            view = random_cutout(view, self.hparams.consistency_cutout)
         logits = self.classify(self._noisy(view))
         loss = losses.consistency(logits, target, self.hparams.consistency_threshold).mean()
         return self.hparams.consistency_weight * loss
