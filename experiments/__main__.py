@@ -67,6 +67,32 @@ class CLI(LightningCLI):
             }
         )
 
+    def parse_arguments(self, parser, args) -> None:
+        self.command_line = list(sys.argv[1:] if args is None else args)
+        super().parse_arguments(parser, args)
+
+    def before_instantiate_classes(self) -> None:
+        """With ``--ckpt_path``, Lightning 2.6 puts the checkpoint's hyperparameters over the
+        model's whole config, the command line included (Lightning-AI/pytorch-lightning#21455,
+        open): ``test --ckpt_path C --model.init_args.tta_hflip=true`` would silently test
+        without it. Here the ``--model...`` arguments of the command line are applied again, so
+        they win over the checkpoint as they win over the config file."""
+        subcommand = self.config.get("subcommand")
+        overrides = model_arguments(self.command_line)
+        if subcommand and overrides and self.config[subcommand].get("ckpt_path"):
+            self.config = self.parser.parse_args([subcommand, *overrides], namespace=self.config)
+
+
+def model_arguments(args: list[str]) -> list[str]:
+    """The ``--model...`` arguments in ``args``, with their values."""
+    found = []
+    for i, arg in enumerate(args):
+        if arg.startswith("--model"):
+            found.append(arg)
+            if "=" not in arg and i + 1 < len(args):
+                found.append(args[i + 1])
+    return found
+
 
 def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     """Builds the CLI from ``args`` (default: ``sys.argv``); TensorBoard logs go to

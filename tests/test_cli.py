@@ -95,6 +95,30 @@ def test_test_and_predict_subcommands_use_a_checkpoint(fake_root):
     assert predicted.trainer.predict_loop.predictions is not None
 
 
+def test_command_line_model_arguments_win_over_the_checkpoint(fake_root, monkeypatch):
+    """Lightning 2.6 applies a checkpoint's hyperparameters over the command line; ours win."""
+    from experiments.__main__ import CLI
+
+    short_fit(fake_root, "--model.init_args.noise_std=0.2")
+    last = "--ckpt_path=runs/ae_mnist/version_0/checkpoints/last.ckpt"
+    monkeypatch.setattr(CLI, "_run_subcommand", lambda self, subcommand: None)
+    kept = main(["test", "--config", "ae_mnist", *short(fake_root, last)])
+    assert kept.model.hparams.noise_std == 0.2, "the checkpoint's value over the config's 0"
+    changed = main(
+        [
+            "test",
+            "--config",
+            "ae_mnist",
+            *short(fake_root, last),
+            "--model.init_args.noise_std",
+            "0.3",
+        ]
+    )
+    assert changed.model.hparams.noise_std == 0.3
+    assert changed.config.test.ckpt_path.endswith("last.ckpt")
+    assert changed.config.test.data.init_args.val_size == 1000
+
+
 def test_ddp_on_two_cpu_processes(fake_root, tmp_path):
     """A real 2-process DDP fit through the CLI: each rank reads its own shard."""
     ddp = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
