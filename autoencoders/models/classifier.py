@@ -4,6 +4,7 @@ encoder, fine-tuned or frozen."""
 from __future__ import annotations
 
 import glob
+import math
 import os
 from collections.abc import Sequence
 
@@ -76,8 +77,8 @@ class EncoderClassifier(EvaluatedModule):
         the mean probabilities of ``x`` and of ``x`` mirrored (a valid logit vector)."""
         if not self.hparams.tta_hflip or self.training:
             return self(x)
-        views = torch.stack([self(x), self(x.flip(-1))])
-        return views.log_softmax(dim=-1).logsumexp(dim=0) - torch.log(torch.tensor(2.0))
+        views = self(torch.cat([x, x.flip(-1)])).log_softmax(dim=1).unflatten(0, (2, len(x)))
+        return views.logsumexp(dim=0) - math.log(2)
 
     def embed(self, x: Tensor) -> Tensor:
         """The encoder's features."""
