@@ -61,6 +61,9 @@ def class_balance(probs: Tensor) -> Tensor:
     return torch.special.xlogy(mean, mean * probs.shape[1]).sum()
 
 
+ALIGNMENT_MOMENTUM = 0.999  # of a running mean prediction: it averages about 1,000 steps
+
+
 def align_distribution(probs: Tensor, mean_prediction: Tensor) -> Tensor:
     """Distribution alignment (ReMixMatch, Berthelot et al. 2020): class probabilities ``[B, K]``
     multiplied by ``uniform / mean_prediction`` (the model's running mean prediction ``[K]`` on

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from pytorch_lightning import Trainer
 
+from autoencoders import losses
 from autoencoders.callbacks import PredictionWriter
 from autoencoders.data.images import UserImages, mnist_like
 from autoencoders.models import AdversarialAutoencoder
@@ -153,6 +154,25 @@ def test_thresholded_consistency_uses_confident_hard_labels_only():
     labels = torch.full((8,), 3)
     expected = torch.nn.functional.cross_entropy(model.classify(view), labels)
     torch.testing.assert_close(model.consistency_loss(view, clean), expected)
+
+
+def test_aligned_targets_track_the_mean_prediction():
+    model = small_aae(consistency_weight=1.0, align_targets=True)
+    assert "mean_prediction" in model.state_dict()  # saved in checkpoints: resumes exactly
+    skewed = torch.linspace(0.05, 0.15, 10)  # as if the model over-predicted the last classes
+    model.mean_prediction.copy_(skewed)
+    clean, view = torch.rand(8, 1, 28, 28), torch.rand(8, 1, 28, 28)
+    probs = model.classify(clean).softmax(1).detach()
+    expected_mean = 0.999 * skewed + 0.001 * probs.mean(0)
+    target = losses.align_distribution(probs, expected_mean)
+    loss = model.consistency_loss(view, clean)
+    torch.testing.assert_close(model.mean_prediction, expected_mean)
+    expected = torch.nn.functional.cross_entropy(model.classify(view), target)
+    torch.testing.assert_close(loss, expected)
+    assert (target[:, 0] > probs[:, 0]).all() and (target[:, -1] < probs[:, -1]).all()
+    assert "mean_prediction" not in small_aae().state_dict()  # off: old checkpoints still load
+    with pytest.raises(ValueError, match="needs consistency_weight > 0"):
+        small_aae(align_targets=True)  # nothing to align: say so instead of doing nothing
 
 
 def test_consistency_is_computed_and_logged_every_step(fake_root, monkeypatch):

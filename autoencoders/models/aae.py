@@ -68,6 +68,9 @@ class AdversarialAutoencoder(LightningModule):
         consistency_cutout: side of a square blanked at a random place in the view that the
             consistency term trains on (a stronger view, as in FixMatch; 0: off). The other
             phases see the view without it.
+        align_targets: rescale the consistency targets by uniform / the label head's running
+            mean prediction on unlabelled images (``losses.align_distribution``, ReMixMatch),
+            so a class the model over-predicts gets fewer pseudo-labels.
         ae_optimizer: optimizer of phase 1 (encoder and decoder).
         disc_optimizer: optimizer of phase 2a (both discriminators).
         gen_optimizer: optimizer of phase 2b (encoder).
@@ -98,6 +101,7 @@ class AdversarialAutoencoder(LightningModule):
         consistency_weight: float = 0.0,
         consistency_threshold: float = 0.0,
         consistency_cutout: int = 0,
+        align_targets: bool = False,
         ae_optimizer: OptimizerCallable = torch.optim.Adam,
         disc_optimizer: OptimizerCallable = torch.optim.Adam,
         gen_optimizer: OptimizerCallable = torch.optim.Adam,
@@ -117,6 +121,12 @@ class AdversarialAutoencoder(LightningModule):
                 f"encoder latent_dim={code} must equal n_classes + style_dim "
                 f"= {n_classes} + {style_dim}: label logits, then the style"
             )
+        if align_targets and consistency_weight <= 0:
+            raise ValueError(
+                "align_targets rescales the consistency targets: it needs consistency_weight > 0"
+            )
+        if align_targets:  # running mean of the label probabilities, saved in checkpoints
+            self.register_buffer("mean_prediction", torch.full((n_classes,), 1.0 / n_classes))
         self.encoder, self.decoder = encoder, decoder
         self.disc_z, self.disc_y = disc_z, disc_y
         self.optimizers_ = (ae_optimizer, disc_optimizer, gen_optimizer, cls_optimizer)
@@ -234,6 +244,9 @@ class AdversarialAutoencoder(LightningModule):
         images it was made from."""
         with torch.no_grad():
             target = self.classify(clean).softmax(dim=1)
+            if self.hparams.align_targets:
+                self.mean_prediction.lerp_(target.mean(0), 1 - losses.ALIGNMENT_MOMENTUM)
+                target = losses.align_distribution(target, self.mean_prediction)
         if self.hparams.consistency_cutout > 0:
             view = random_cutout(view, self.hparams.consistency_cutout)
         logits = self.classify(self._noisy(view))

@@ -37,8 +37,6 @@ from autoencoders import losses
 from autoencoders.augment import augment
 from autoencoders.models.base import EvaluatedModule, optimizer_config
 
-ALIGNMENT_MOMENTUM = 0.999  # of the running mean prediction: it averages about 1,000 steps
-
 
 class SSVAE(EvaluatedModule):
     """M2 semi-supervised VAE, trained with manual optimization on
@@ -182,7 +180,7 @@ class SSVAE(EvaluatedModule):
         with torch.no_grad():
             target = (self.classify(x) if logits is None else logits).softmax(dim=1)
             if self.hparams.align_targets:
-                self.mean_prediction.lerp_(target.mean(0), 1 - ALIGNMENT_MOMENTUM)
+                self.mean_prediction.lerp_(target.mean(0), 1 - losses.ALIGNMENT_MOMENTUM)
                 target = losses.align_distribution(target, self.mean_prediction)
         logits = self.classify(self._augment(x))
         return losses.consistency(logits, target, self.hparams.consistency_threshold).mean()
