@@ -105,6 +105,18 @@ def test_generator_phase_moves_codes_toward_the_prior():
     assert end == pytest.approx(start), "without the generator phase the codes stay put"
 
 
+def test_label_gen_weight_scales_the_label_term_of_the_generator_loss():
+    x = torch.rand(8, 1, 28, 28)
+    model = small_aae(gen_weight=2.0, label_gen_weight=0.5)
+    logits, z = model.encode(x)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    on_z, on_y = model.disc_z(z).squeeze(1), model.disc_y(logits.softmax(1)).squeeze(1)
+    style, label = bce(on_z, torch.ones(8)), bce(on_y, torch.ones(8))
+    torch.testing.assert_close(model.generator_loss(x), 2.0 * (style + 0.5 * label))
+    model.hparams.label_gen_weight = 0.0
+    torch.testing.assert_close(model.generator_loss(x), 2.0 * style)
+
+
 def test_classification_uses_logits_once():
     model = small_aae()
     x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])

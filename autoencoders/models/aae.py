@@ -59,6 +59,9 @@ class AdversarialAutoencoder(LightningModule):
             ``1 - label_smoothing``.
         rec_weight: weight of the reconstruction loss.
         gen_weight: weight of the generator loss.
+        label_gen_weight: weight of the label code's term within the generator loss, relative
+            to the style's (0: the encoder is not pushed to make its label probabilities look
+            one-hot; the label discriminator still trains and logs its accuracy).
         cls_weight: weight of the labelled cross-entropy.
         consistency_weight: weight of the unlabelled consistency term of phase 3 (0: off, the
             paper's model).
@@ -97,6 +100,7 @@ class AdversarialAutoencoder(LightningModule):
         label_smoothing: float = 0.0,
         rec_weight: float = 1.0,
         gen_weight: float = 1.0,
+        label_gen_weight: float = 1.0,
         cls_weight: float = 1.0,
         consistency_weight: float = 0.0,
         consistency_threshold: float = 0.0,
@@ -231,8 +235,8 @@ class AdversarialAutoencoder(LightningModule):
         on_z = self._critic(self.disc_z, z)
         on_y = self._critic(self.disc_y, logits.softmax(dim=1))
         loss = F.binary_cross_entropy_with_logits(on_z, torch.ones_like(on_z))
-        loss = loss + F.binary_cross_entropy_with_logits(on_y, torch.ones_like(on_y))
-        return self.hparams.gen_weight * loss
+        loss_y = F.binary_cross_entropy_with_logits(on_y, torch.ones_like(on_y))
+        return self.hparams.gen_weight * (loss + self.hparams.label_gen_weight * loss_y)
 
     def classification_loss(self, x: Tensor, y: Tensor) -> Tensor:
         """Phase 3: cross-entropy of the label logits (softmax applied once, inside)."""
