@@ -249,8 +249,7 @@ class AdversarialAutoencoder(LightningModule):
         with torch.no_grad():
             target = self.classify(clean).softmax(dim=1)
             if self.hparams.align_targets:
-                self.mean_prediction.lerp_(target.mean(0), 1 - losses.ALIGNMENT_MOMENTUM)
-                target = losses.align_distribution(target, self.mean_prediction)
+                target = losses.track_and_align(target, self.mean_prediction)
         if self.hparams.consistency_cutout > 0:
             view = random_cutout(view, self.hparams.consistency_cutout)
         logits = self.classify(self._noisy(view))

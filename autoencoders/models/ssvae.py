@@ -180,8 +180,7 @@ class SSVAE(EvaluatedModule):
         with torch.no_grad():
             target = (self.classify(x) if logits is None else logits).softmax(dim=1)
             if self.hparams.align_targets:
-                self.mean_prediction.lerp_(target.mean(0), 1 - losses.ALIGNMENT_MOMENTUM)
-                target = losses.align_distribution(target, self.mean_prediction)
+                target = losses.track_and_align(target, self.mean_prediction)
         logits = self.classify(self._augment(x))
         return losses.consistency(logits, target, self.hparams.consistency_threshold).mean()
 
