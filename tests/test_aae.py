@@ -211,6 +211,32 @@ def test_consistency_is_computed_and_logged_every_step(fake_root, monkeypatch):
     assert "train/consistency" in trainer.logged_metrics
 
 
+def test_consistency_weight_ramps_up_linearly_over_the_given_epochs(fake_root, monkeypatch):
+    model, datamodule = build(
+        "aae",
+        fake_root,
+        "--data.val_size=1000",
+        "--data.batch_size=32",
+        "--model.init_args.consistency_rampup=1.5",
+    )
+    ramps = []
+    monkeypatch.setattr(model, "consistency_ramp", record(model.consistency_ramp, ramps))
+    trainer = Trainer(
+        max_epochs=3,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
+    trainer.fit(model, datamodule=datamodule)
+    # steps at 0, 0.5, 1, 1.5, 2, 2.5 epochs of a 1.5-epoch ramp, then full weight
+    torch.testing.assert_close(ramps, [0.0, 1 / 3, 2 / 3, 1.0, 1.0, 1.0])
+    assert small_aae(consistency_weight=1.0).consistency_ramp(0) == 1.0  # off by default
+    with pytest.raises(ValueError, match="needs consistency_weight > 0"):
+        small_aae(consistency_rampup=1.0)  # nothing to ramp up: say so
+
+
 def record(method, calls):
     def wrapper(*args):
         loss = method(*args)

@@ -74,6 +74,9 @@ class AdversarialAutoencoder(LightningModule):
         align_targets: rescale the consistency targets by uniform / the label head's running
             mean prediction on unlabelled images (``losses.align_distribution``, ReMixMatch),
             so a class the model over-predicts gets fewer pseudo-labels.
+        consistency_rampup: epochs (fractions allowed) over which the consistency weight rises
+            linearly from 0 to ``consistency_weight``, so the first, unsure predictions are not
+            taught as targets at full weight (Mean Teacher's ramp-up; 0: full weight at once).
         ae_optimizer: optimizer of phase 1 (encoder and decoder).
         disc_optimizer: optimizer of phase 2a (both discriminators).
         gen_optimizer: optimizer of phase 2b (encoder).
@@ -106,6 +109,7 @@ class AdversarialAutoencoder(LightningModule):
         consistency_threshold: float = 0.0,
         consistency_cutout: int = 0,
         align_targets: bool = False,
+        consistency_rampup: float = 0.0,
         ae_optimizer: OptimizerCallable = torch.optim.Adam,
         disc_optimizer: OptimizerCallable = torch.optim.Adam,
         gen_optimizer: OptimizerCallable = torch.optim.Adam,
@@ -128,6 +132,10 @@ class AdversarialAutoencoder(LightningModule):
         if align_targets and consistency_weight <= 0:
             raise ValueError(
                 "align_targets rescales the consistency targets: it needs consistency_weight > 0"
+            )
+        if consistency_rampup > 0 and consistency_weight <= 0:
+            raise ValueError(
+                "consistency_rampup ramps up the consistency term: it needs consistency_weight > 0"
             )
         if align_targets:  # running mean of the label probabilities, saved in checkpoints
             self.register_buffer("mean_prediction", torch.full((n_classes,), 1.0 / n_classes))
@@ -256,6 +264,13 @@ class AdversarialAutoencoder(LightningModule):
         loss = losses.consistency(logits, target, self.hparams.consistency_threshold).mean()
         return self.hparams.consistency_weight * loss
 
+    def consistency_ramp(self, batch_idx: int) -> float:
+        """Factor in ``[0, 1]`` on the consistency term at this training step."""
+        if self.hparams.consistency_rampup <= 0:
+            return 1.0
+        epochs = self.current_epoch + batch_idx / self.trainer.num_training_batches
+        return min(1.0, epochs / self.hparams.consistency_rampup)
+
     def _step(self, optimizer, loss: Tensor) -> Tensor:
         with self.toggled_optimizer(optimizer):
             optimizer.zero_grad()
@@ -285,7 +300,7 @@ class AdversarialAutoencoder(LightningModule):
             phase3.append(self.classification_loss(*labelled))
             logs["train/cls"] = phase3[-1].detach()
         if self.hparams.consistency_weight > 0:
-            phase3.append(self.consistency_loss(x, clean))
+            phase3.append(self.consistency_ramp(batch_idx) * self.consistency_loss(x, clean))
             logs["train/consistency"] = phase3[-1].detach()
         if phase3:
             self._step(opt_cls, sum(phase3))
