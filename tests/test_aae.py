@@ -198,14 +198,7 @@ def test_consistency_is_computed_and_logged_every_step(fake_root, monkeypatch):
     )
     calls = []
     monkeypatch.setattr(model, "consistency_loss", record(model.consistency_loss, calls))
-    trainer = Trainer(
-        max_epochs=1,
-        limit_train_batches=2,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-    )
+    trainer = quiet_trainer(max_epochs=1)
     trainer.fit(model, datamodule=datamodule)
     assert len(calls) == 2 and all(loss > 0 for loss in calls)
     assert "train/consistency" in trainer.logged_metrics
@@ -221,20 +214,25 @@ def test_consistency_weight_ramps_up_linearly_over_the_given_epochs(fake_root, m
     )
     ramps = []
     monkeypatch.setattr(model, "consistency_ramp", record(model.consistency_ramp, ramps))
-    trainer = Trainer(
-        max_epochs=3,
-        limit_train_batches=2,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-    )
+    trainer = quiet_trainer(max_epochs=3)
     trainer.fit(model, datamodule=datamodule)
     # steps at 0, 0.5, 1, 1.5, 2, 2.5 epochs of a 1.5-epoch ramp, then full weight
     torch.testing.assert_close(ramps, [0.0, 1 / 3, 2 / 3, 1.0, 1.0, 1.0])
     assert small_aae(consistency_weight=1.0).consistency_ramp(0) == 1.0  # off by default
     with pytest.raises(ValueError, match="needs consistency_weight > 0"):
         small_aae(consistency_rampup=1.0)  # nothing to ramp up: say so
+
+
+def quiet_trainer(max_epochs: int) -> Trainer:
+    """Two training batches per epoch, no validation, logger, checkpoints or progress bar."""
+    return Trainer(
+        max_epochs=max_epochs,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
 
 
 def record(method, calls):
