@@ -10,6 +10,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from pytorch_lightning import Trainer
+
 from experiments.__main__ import CONFIGS, main
 
 ROOT = Path(__file__).parents[1]
@@ -48,3 +50,17 @@ def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         capture_output=True, text=True, timeout=300, cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
+
+
+def tiny_trainer(tmp_path, **kwargs) -> Trainer:
+    """A quiet Trainer for one step (``kwargs`` override): no logger, checkpoints or bars."""
+    defaults = dict(
+        max_steps=1,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    return Trainer(**{**defaults, **kwargs})

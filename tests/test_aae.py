@@ -15,7 +15,7 @@ from autoencoders.data.images import UserImages, mnist_like
 from autoencoders.models import AdversarialAutoencoder
 from autoencoders.nn import MLP, MLPDecoder, MLPEncoder
 from experiments.__main__ import main
-from tests.helpers import build, run_module, short
+from tests.helpers import build, run_module, short, tiny_trainer
 
 
 def small_aae(style_dim: int = 2, **kwargs) -> AdversarialAutoencoder:
@@ -187,7 +187,7 @@ def test_aligned_targets_track_the_mean_prediction():
         small_aae(align_targets=True)  # nothing to align: say so instead of doing nothing
 
 
-def test_consistency_is_computed_and_logged_every_step(fake_root, monkeypatch):
+def test_consistency_is_computed_and_logged_every_step(fake_root, monkeypatch, tmp_path):
     model, datamodule = build(
         "aae",
         fake_root,
@@ -198,13 +198,17 @@ def test_consistency_is_computed_and_logged_every_step(fake_root, monkeypatch):
     )
     calls = []
     monkeypatch.setattr(model, "consistency_loss", record(model.consistency_loss, calls))
-    trainer = quiet_trainer(max_epochs=1)
+    trainer = tiny_trainer(
+        tmp_path, max_steps=-1, max_epochs=1, limit_train_batches=2, limit_val_batches=0
+    )
     trainer.fit(model, datamodule=datamodule)
     assert len(calls) == 2 and all(loss > 0 for loss in calls)
     assert "train/consistency" in trainer.logged_metrics
 
 
-def test_consistency_weight_ramps_up_linearly_over_the_given_epochs(fake_root, monkeypatch):
+def test_consistency_weight_ramps_up_linearly_over_the_given_epochs(
+    fake_root, monkeypatch, tmp_path
+):
     model, datamodule = build(
         "aae",
         fake_root,
@@ -214,25 +218,15 @@ def test_consistency_weight_ramps_up_linearly_over_the_given_epochs(fake_root, m
     )
     ramps = []
     monkeypatch.setattr(model, "consistency_ramp", record(model.consistency_ramp, ramps))
-    trainer = quiet_trainer(max_epochs=3)
+    trainer = tiny_trainer(
+        tmp_path, max_steps=-1, max_epochs=3, limit_train_batches=2, limit_val_batches=0
+    )
     trainer.fit(model, datamodule=datamodule)
     # steps at 0, 0.5, 1, 1.5, 2, 2.5 epochs of a 1.5-epoch ramp, then full weight
     torch.testing.assert_close(ramps, [0.0, 1 / 3, 2 / 3, 1.0, 1.0, 1.0])
     assert small_aae(consistency_weight=1.0).consistency_ramp(0) == 1.0  # off by default
     with pytest.raises(ValueError, match="needs consistency_weight > 0"):
         small_aae(consistency_rampup=1.0)  # nothing to ramp up: say so
-
-
-def quiet_trainer(max_epochs: int) -> Trainer:
-    """Two training batches per epoch, no validation, logger, checkpoints or progress bar."""
-    return Trainer(
-        max_epochs=max_epochs,
-        limit_train_batches=2,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-    )
 
 
 def record(method, calls):

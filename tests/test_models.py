@@ -2,30 +2,17 @@
 
 import pytest
 import torch
-from pytorch_lightning import Callback, Trainer
+from pytorch_lightning import Callback
 
 from autoencoders.models import Autoencoder
 from autoencoders.nn import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
-from tests.helpers import CONFIG_FILES, CONFIG_IDS, build, pretrained
+from tests.helpers import CONFIG_FILES, CONFIG_IDS, build, pretrained, tiny_trainer
 
 
 def first_images(datamodule, n: int = 8) -> torch.Tensor:
     datamodule.setup("fit")
     x, _ = next(iter(datamodule.val_dataloader()))
     return x[:n]
-
-
-def tiny_trainer(tmp_path, **kwargs) -> Trainer:
-    defaults = dict(
-        max_steps=1,
-        limit_val_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    return Trainer(**{**defaults, **kwargs})
 
 
 class ParametersAtTrainStart(Callback):
