@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.transforms.v2.functional import gaussian_blur
 
 
 def random_shift(x: Tensor, max_shift: int) -> Tensor:
@@ -36,6 +37,24 @@ def random_rotate_scale(x: Tensor, max_degrees: float, max_scale: float) -> Tens
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def random_elastic(x: Tensor, alpha: float, sigma: float) -> Tensor:
+    """Elastic distortion (Simard et al. 2003), a new field per image: every pixel moves by a
+    random displacement, uniform in ``[-1, 1]`` per axis, smoothed by a Gaussian of std
+    ``sigma`` pixels and scaled by ``alpha`` pixels (bilinear, zeros outside). Simard et al.
+    used ``alpha=34, sigma=4`` on MNIST; torchvision's ``ElasticTransform`` does the same with
+    one field for the whole batch."""
+    n, _, height, width = x.shape
+    field = 2 * torch.rand(n, 2, height, width, device=x.device) - 1
+    kernel = 2 * int(3 * sigma) + 1
+    field = alpha * gaussian_blur(field, [kernel, kernel], [sigma, sigma])
+    # grid_sample reads (x, y) in [-1, 1] coordinates: a pixel is 2 / size of them.
+    scale = torch.tensor([2 / width, 2 / height], device=x.device)
+    identity = torch.eye(2, 3, device=x.device).expand(n, 2, 3)
+    grid = F.affine_grid(identity, list(x.shape), align_corners=False)
+    grid = grid + field.permute(0, 2, 3, 1) * scale
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def random_hflip(x: Tensor) -> Tensor:
     """Mirrors a random half of the images left to right (for clothes, not for digits)."""
     flip = torch.rand(x.shape[0], device=x.device) < 0.5
@@ -61,9 +80,14 @@ def augment(
     hflip: bool = False,
     max_degrees: float = 0.0,
     max_scale: float = 0.0,
+    elastic_alpha: float = 0.0,
+    elastic_sigma: float = 4.0,
 ) -> Tensor:
-    """``random_rotate_scale`` when ``max_degrees`` or ``max_scale`` is positive, then
-    ``random_shift`` when ``max_shift > 0``, then ``random_hflip`` when ``hflip``."""
+    """``random_elastic`` when ``elastic_alpha`` is positive, then ``random_rotate_scale`` when
+    ``max_degrees`` or ``max_scale`` is positive, then ``random_shift`` when ``max_shift > 0``,
+    then ``random_hflip`` when ``hflip``."""
+    if elastic_alpha > 0:
+        x = random_elastic(x, elastic_alpha, elastic_sigma)
     if max_degrees > 0 or max_scale > 0:
         x = random_rotate_scale(x, max_degrees, max_scale)
     if max_shift > 0:

@@ -10,6 +10,7 @@ from PIL import Image
 from pytorch_lightning import Trainer
 
 from autoencoders import losses
+from autoencoders.augment import random_elastic
 from autoencoders.callbacks import PredictionWriter
 from autoencoders.data.images import UserImages, mnist_like
 from autoencoders.models import AdversarialAutoencoder
@@ -253,6 +254,16 @@ def test_reconstruction_target_is_the_clean_image():
         .mean()
     )
     torch.testing.assert_close(loss, expected)
+
+
+def test_elastic_option_distorts_the_training_views():
+    x = torch.rand(4, 1, 28, 28)
+    assert small_aae()._augment(x) is x
+    model = small_aae(elastic_alpha=34, elastic_sigma=4)
+    torch.manual_seed(0)
+    view = model._augment(x)
+    torch.manual_seed(0)
+    torch.testing.assert_close(view, random_elastic(x, 34, 4))
 
 
 def test_code_sizes_are_checked_up_front():

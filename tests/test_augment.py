@@ -6,6 +6,7 @@ import torch
 from autoencoders.augment import (
     augment,
     random_cutout,
+    random_elastic,
     random_hflip,
     random_rotate_scale,
     random_shift,
@@ -62,3 +63,22 @@ def test_random_cutout_blanks_one_square_per_image():
         height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
         assert height <= 8 and width <= 8 and height * width == len(rows)
     assert len({tuple(torch.nonzero(img[0] == 0)[0].tolist()) for img in cut}) > 50
+
+
+def test_random_elastic_moves_pixels_by_smooth_fields_of_size_alpha():
+    # On a horizontal ramp, the value read at a pixel tells how far it moved along x.
+    torch.manual_seed(0)
+    columns = torch.arange(28.0).expand(28, 28)
+    ramp = columns.expand(64, 1, 28, 28) / 27
+    inner = (slice(None), 0, slice(8, 20), slice(8, 20))  # far from the zero-filled border
+    moves = {}
+    for alpha in (17.0, 34.0):
+        torch.manual_seed(1)
+        moves[alpha] = (random_elastic(ramp, alpha, sigma=4.0) * 27 - columns)[inner]
+    rms = {alpha: dx.pow(2).mean().sqrt() for alpha, dx in moves.items()}
+    assert 0.5 < rms[34.0] < 4, "Simard's setting moves pixels by a pixel or two"
+    torch.testing.assert_close(moves[34.0], 2 * moves[17.0], atol=1e-4, rtol=1e-4)
+    neighbours = (moves[34.0][:, :, 1:] - moves[34.0][:, :, :-1]).abs().mean()
+    assert neighbours < 0.2 * moves[34.0].abs().mean(), "the field is smooth"
+    per_image = moves[34.0].mean((1, 2))
+    assert per_image.std() > 0.1, "each image gets its own field"

@@ -54,6 +54,10 @@ class AdversarialAutoencoder(LightningModule):
             target is the shifted clean image. 0 turns it off.
         max_degrees: training images are also rotated by up to this many degrees (0: off).
         max_scale: and scaled by a factor in ``[1 - max_scale, 1 + max_scale]`` (0: off).
+        elastic_alpha: before that, training images are elastically distorted
+            (``augment.random_elastic``): a random displacement field smoothed with std
+            ``elastic_sigma`` pixels and scaled by ``elastic_alpha`` pixels (0: off).
+        elastic_sigma: smoothness of the elastic field, in pixels (Simard et al.: 4).
         disc_noise: std of Gaussian noise added to the discriminators' inputs (both real and fake).
         label_smoothing: one-sided smoothing: the discriminators' target for prior samples is
             ``1 - label_smoothing``.
@@ -99,6 +103,8 @@ class AdversarialAutoencoder(LightningModule):
         max_shift: int = 0,
         max_degrees: float = 0.0,
         max_scale: float = 0.0,
+        elastic_alpha: float = 0.0,
+        elastic_sigma: float = 4.0,
         disc_noise: float = 0.0,
         label_smoothing: float = 0.0,
         rec_weight: float = 1.0,
@@ -197,7 +203,14 @@ class AdversarialAutoencoder(LightningModule):
 
     def _augment(self, x: Tensor) -> Tensor:
         hp = self.hparams
-        return augment(x, hp.max_shift, max_degrees=hp.max_degrees, max_scale=hp.max_scale)
+        return augment(
+            x,
+            hp.max_shift,
+            max_degrees=hp.max_degrees,
+            max_scale=hp.max_scale,
+            elastic_alpha=hp.elastic_alpha,
+            elastic_sigma=hp.elastic_sigma,
+        )
 
     def _noisy(self, x: Tensor) -> Tensor:
         if self.hparams.input_noise <= 0:
