@@ -67,7 +67,6 @@ def test_random_cutout_blanks_one_square_per_image():
 
 def test_random_elastic_moves_pixels_by_smooth_fields_of_size_alpha():
     # On a horizontal ramp, the value read at a pixel tells how far it moved along x.
-    torch.manual_seed(0)
     columns = torch.arange(28.0).expand(28, 28)
     ramp = columns.expand(64, 1, 28, 28) / 27
     inner = (slice(None), 0, slice(8, 20), slice(8, 20))  # far from the zero-filled border
