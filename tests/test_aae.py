@@ -94,7 +94,7 @@ def adversarial_training(train_generator: bool, steps: int = 300) -> tuple[float
         loss, _ = model.discriminator_loss(batch)
         opt_disc.zero_grad(), loss.backward(), opt_disc.step()
         if train_generator:
-            loss = model.generator_loss(batch)
+            loss, _ = model.generator_loss(batch)
             opt_gen.zero_grad(), loss.backward(), opt_gen.step()
     return start, mean_norm()
 
@@ -113,9 +113,42 @@ def test_label_gen_weight_scales_the_label_term_of_the_generator_loss():
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     on_z, on_y = model.disc_z(z).squeeze(1), model.disc_y(logits.softmax(1)).squeeze(1)
     style, label = bce(on_z, torch.ones(8)), bce(on_y, torch.ones(8))
-    torch.testing.assert_close(model.generator_loss(x), 2.0 * (style + 0.5 * label))
+    torch.testing.assert_close(model.generator_loss(x)[0], 2.0 * (style + 0.5 * label))
     model.hparams.label_gen_weight = 0.0
-    torch.testing.assert_close(model.generator_loss(x), 2.0 * style)
+    torch.testing.assert_close(model.generator_loss(x)[0], 2.0 * style)
+
+
+def test_balance_weight_adds_the_class_balance_of_the_batch_to_the_generator_loss():
+    x = torch.rand(8, 1, 28, 28)
+    model = small_aae()
+    adversarial, logs = model.generator_loss(x)
+    model.hparams.balance_weight = 3.0
+    balance = losses.class_balance(model.classify(x).softmax(1))
+    torch.testing.assert_close(model.generator_loss(x)[0], adversarial + 3.0 * balance)
+    torch.testing.assert_close(logs["train/balance"], balance)
+
+
+def test_balance_term_spreads_a_collapsed_label_code_over_the_classes():
+    """Every image starts in class 0 (the collapse the label discriminator alone allows); the
+    generator phase with only the balance term (``gen_weight=0``) spreads them out."""
+    torch.manual_seed(0)
+    model = small_aae(gen_weight=0.0, balance_weight=1.0)
+    with torch.no_grad():
+        model.encoder.net[-1].bias[0] += 8.0
+    x = torch.rand(256, 1, 28, 28)
+    optimizer = model.configure_optimizers()[0][2]
+
+    def spread() -> tuple[float, int]:
+        with torch.no_grad():
+            probs = model.classify(x).softmax(1)
+        return float(losses.class_balance(probs)), len(probs.argmax(1).unique())
+
+    start, classes_at_start = spread()
+    for _ in range(200):
+        optimizer.zero_grad(), model.generator_loss(x)[0].backward(), optimizer.step()
+    end, classes_at_end = spread()
+    assert classes_at_start == 1 and start > 2.0
+    assert end < 0.05 * start and classes_at_end >= 8
 
 
 def test_classification_uses_logits_once():

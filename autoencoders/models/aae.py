@@ -16,7 +16,8 @@ the target for its augmented, noisy training view, either as soft probabilities 
 or, with ``consistency_threshold``, as a hard label where it is confident enough (FixMatch).
 
 Section 6 (unsupervised clustering) is the same model trained on unlabelled data only: y is then
-a cluster id over ``n_classes`` clusters, and phase 3 is skipped.
+a cluster id over ``n_classes`` clusters, and phase 3 is skipped. There ``balance_weight`` (not in
+the paper) keeps the encoder from putting all images into one cluster.
 """
 
 from __future__ import annotations
@@ -66,6 +67,14 @@ class AdversarialAutoencoder(LightningModule):
         label_gen_weight: weight of the label code's term within the generator loss, relative
             to the style's (0: the encoder is not pushed to make its label probabilities look
             one-hot; the label discriminator still trains and logs its accuracy).
+        balance_weight: weight of KL(mean label probabilities || uniform) over each batch,
+            added to the generator loss (``losses.class_balance``; 0: off, the paper's model).
+            The label discriminator judges one code at a time, so putting every image into one
+            class fools it as well as an even split does. Without labels that is what happens:
+            in ``aae_unsupervised`` without this term, 94-100 of every 100 training images sit
+            in one cluster from step 100 to step 300. This batch-level term is the part of
+            matching the categorical prior that a per-code discriminator cannot see (as
+            CatGAN's marginal entropy term).
         cls_weight: weight of the labelled cross-entropy.
         consistency_weight: weight of the unlabelled consistency term of phase 3 (0: off, the
             paper's model).
@@ -110,6 +119,7 @@ class AdversarialAutoencoder(LightningModule):
         rec_weight: float = 1.0,
         gen_weight: float = 1.0,
         label_gen_weight: float = 1.0,
+        balance_weight: float = 0.0,
         cls_weight: float = 1.0,
         consistency_weight: float = 0.0,
         consistency_threshold: float = 0.0,
@@ -250,14 +260,20 @@ class AdversarialAutoencoder(LightningModule):
             ).detach() / 2
         return total, logs
 
-    def generator_loss(self, x: Tensor) -> Tensor:
-        """Phase 2b: the encoder makes both discriminators call its codes real."""
+    def generator_loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Phase 2b: the encoder makes both discriminators call its codes real (and, with
+        ``balance_weight``, spreads the batch evenly over the classes)."""
+        hp = self.hparams
         logits, z = self.encode(self._noisy(x))
-        on_z = self._critic(self.disc_z, z)
-        on_y = self._critic(self.disc_y, logits.softmax(dim=1))
+        probs = logits.softmax(dim=1)
+        on_z, on_y = self._critic(self.disc_z, z), self._critic(self.disc_y, probs)
         loss = F.binary_cross_entropy_with_logits(on_z, torch.ones_like(on_z))
         loss_y = F.binary_cross_entropy_with_logits(on_y, torch.ones_like(on_y))
-        return self.hparams.gen_weight * (loss + self.hparams.label_gen_weight * loss_y)
+        loss = hp.gen_weight * (loss + hp.label_gen_weight * loss_y)
+        balance = losses.class_balance(probs)  # logged: 0 when the classes are used evenly
+        if hp.balance_weight > 0:
+            loss = loss + hp.balance_weight * balance
+        return loss, {"train/balance": balance.detach()}
 
     def classification_loss(self, x: Tensor, y: Tensor) -> Tensor:
         """Phase 3: cross-entropy of the label logits (softmax applied once, inside)."""
@@ -306,8 +322,9 @@ class AdversarialAutoencoder(LightningModule):
         rec = self._step(opt_ae, self.reconstruction_loss(x))
         disc, disc_logs = self.discriminator_loss(x)
         self._step(opt_disc, disc)
-        gen = self._step(opt_gen, self.generator_loss(x))
-        logs = {"train/loss": rec, "train/rec": rec, "train/gen": gen, **disc_logs}
+        gen, gen_logs = self.generator_loss(x)
+        gen = self._step(opt_gen, gen)
+        logs = {"train/loss": rec, "train/rec": rec, "train/gen": gen, **disc_logs, **gen_logs}
         phase3 = []  # the labelled cross-entropy, the unlabelled consistency term
         if labelled is not None:
             phase3.append(self.classification_loss(*labelled))
