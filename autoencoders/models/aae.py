@@ -71,10 +71,10 @@ class AdversarialAutoencoder(LightningModule):
             added to the generator loss (``losses.class_balance``; 0: off, the paper's model).
             The label discriminator judges one code at a time, so putting every image into one
             class fools it as well as an even split does. Without labels that is what happens:
-            in ``aae_unsupervised`` without this term, 70-100 of every 100 training images sit
-            in one cluster from step 100 on, all 100 at step 300. This batch-level term is the
-            part of matching the categorical prior that a per-code discriminator cannot see
-            (as CatGAN's marginal entropy term).
+            in ``aae_unsupervised`` (then with 16 clusters) without this term, 70-100 of every
+            100 training images sit in one cluster from step 100 on, all 100 at step 300.
+            This batch-level term is the part of matching the categorical prior that a
+            per-code discriminator cannot see (as CatGAN's marginal entropy term).
         cls_weight: weight of the labelled cross-entropy.
         consistency_weight: weight of the unlabelled consistency term of phase 3 (0: off, the
             paper's model).
