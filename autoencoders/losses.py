@@ -59,19 +59,3 @@ def class_balance(probs: Tensor) -> Tensor:
     neglects one class (the marginal matching an AAE's label discriminator does adversarially)."""
     mean = probs.mean(dim=0)
     return torch.special.xlogy(mean, mean * probs.shape[1]).sum()
-
-
-def align_distribution(probs: Tensor, mean_prediction: Tensor) -> Tensor:
-    """Distribution alignment (ReMixMatch, Berthelot et al. 2020): class probabilities ``[B, K]``
-    multiplied by ``uniform / mean_prediction`` (the model's running mean prediction ``[K]`` on
-    unlabelled data) and renormalised, so classes the model under-predicts get stronger targets."""
-    aligned = probs / (mean_prediction * probs.shape[1])
-    return aligned / aligned.sum(dim=1, keepdim=True)
-
-
-def track_and_align(probs: Tensor, mean_prediction: Tensor, momentum: float = 0.999) -> Tensor:
-    """Moves the running ``mean_prediction`` ``[K]`` (a buffer, updated in place; momentum 0.999
-    averages about 1,000 steps) toward this batch's mean of ``probs`` ``[B, K]``, then returns
-    ``align_distribution(probs, mean_prediction)``. Call without gradient."""
-    mean_prediction.lerp_(probs.mean(0), 1 - momentum)
-    return align_distribution(probs, mean_prediction)

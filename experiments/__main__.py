@@ -29,17 +29,36 @@ def resolve_config(value: str) -> str:
     return value  # jsonargparse reports the missing file
 
 
+def base_configs(path: str) -> list[str]:
+    """The configs a variant is layered on, base first: a variant's ``# base: <name>`` line
+    names the config whose values it changes (which may itself be a variant)."""
+    if not Path(path).is_file():
+        return []
+    for line in Path(path).read_text().splitlines():
+        if line.startswith("# base:"):
+            base = resolve_config(line.removeprefix("# base:").strip())
+            return [*base_configs(base), base]
+    return []
+
+
 def resolve_args(args: list[str]) -> tuple[list[str], str]:
-    """Resolves every ``--config`` value; returns the new args and the last config's stem."""
+    """Resolves every ``--config`` value, putting a variant's base configs before it; returns
+    the new args and the last config's stem."""
     resolved, stem = [], "default"
     for i, arg in enumerate(args):
+        if arg in ("--config", "-c"):
+            continue
         if i > 0 and args[i - 1] in ("--config", "-c"):
-            arg = resolve_config(arg)
-            stem = Path(arg).stem
+            value = arg
         elif arg.startswith("--config="):
-            arg = "--config=" + resolve_config(arg.split("=", 1)[1])
-            stem = Path(arg).stem
-        resolved.append(arg)
+            value = arg.split("=", 1)[1]
+        else:
+            resolved.append(arg)
+            continue
+        path = resolve_config(value)
+        stem = Path(path).stem
+        for config in [*base_configs(path), path]:
+            resolved.append(f"--config={config}")
     return resolved, stem
 
 

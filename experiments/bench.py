@@ -341,7 +341,7 @@ def anomaly_scores(model, train: Tensor) -> dict[str, Callable[[Tensor, Tensor],
     from sklearn.covariance import LedoitWolf
     from torchmetrics.functional.image import structural_similarity_index_measure
 
-    from autoencoders.models.autoencoder import box_blur
+    from autoencoders.scores import box_blur
 
     lungs = torch.zeros(1, 1, 28, 28)
     lungs[..., 4:24, 3:25] = 1
@@ -394,11 +394,7 @@ def anomaly_scores(model, train: Tensor) -> dict[str, Callable[[Tensor, Tensor],
         "images, averaged": lambda x, r: (
             ((ssim(x, r, blur=3, full_image=True) - mean) / std).flatten(1).mean(1)
         ),
-        f"the checkpoint's own anomaly_score (score={model.hparams.score}, "
-        f"score_blur={model.hparams.get('score_blur', 0)}, "
-        f"score_standardize={model.hparams.get('score_standardize', False)})": lambda x, r: (
-            model.anomaly_score(x)
-        ),
+        f"the checkpoint's own anomaly_score ({model.scorer})": lambda x, r: model.anomaly_score(x),
     }
 
 

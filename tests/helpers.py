@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pytorch_lightning import Trainer
 
-from experiments.__main__ import CONFIGS, main
+from experiments.__main__ import CONFIGS, base_configs, main, resolve_config
 
 ROOT = Path(__file__).parents[1]
 CONFIG_FILES = sorted(CONFIGS.glob("*.yaml"))
@@ -23,9 +23,11 @@ def pretrained(config: str | Path, train: Callable[[str], str]) -> list[str]:
     """For configs that load a pre-trained encoder: the override pointing at a checkpoint of the
     autoencoder config their ``encoder_checkpoint`` names (``runs/<config>/...``), made by
     ``train(config)`` (the ``encoder_checkpoint`` fixture)."""
-    text = Path(config).read_text() if Path(config).is_file() else ""
-    match = re.search(r"encoder_checkpoint: runs/(\w+)/", text)
-    return [f"--model.encoder_checkpoint={train(match[1])}"] if match else []
+    path = resolve_config(str(config))
+    files = [*base_configs(path), path] if Path(path).is_file() else []
+    text = "".join(Path(f).read_text() for f in files)
+    names = re.findall(r"encoder_checkpoint: runs/(\w+)/", text)  # the variant's comes last
+    return [f"--model.encoder_checkpoint={train(names[-1])}"] if names else []
 
 
 def build(config: str | Path, root: str, *overrides: str):

@@ -10,8 +10,9 @@ from PIL import Image
 from pytorch_lightning import Trainer
 
 from autoencoders import losses
-from autoencoders.augment import random_elastic
+from autoencoders.augment import Augment
 from autoencoders.callbacks import PredictionWriter
+from autoencoders.consistency import Consistency
 from autoencoders.data.images import UserImages, mnist_like
 from autoencoders.models import AdversarialAutoencoder
 from autoencoders.nn import MLP, MLPDecoder, MLPEncoder
@@ -39,7 +40,7 @@ def test_each_phase_changes_only_its_own_parameters(consistency, fake_root, monk
         fake_root,
         "--data.val_size",
         "1000",
-        "--model.init_args.consistency_weight",
+        "--model.init_args.consistency.init_args.weight",
         consistency,
     )
     owners = {"encoder", "decoder", "disc_z", "disc_y"}
@@ -106,33 +107,26 @@ def test_generator_phase_moves_codes_toward_the_prior():
     assert end == pytest.approx(start), "without the generator phase the codes stay put"
 
 
-def test_label_gen_weight_scales_the_label_term_of_the_generator_loss():
+def test_generator_loss_is_both_adversarial_terms_plus_the_class_balance():
     x = torch.rand(8, 1, 28, 28)
-    model = small_aae(gen_weight=2.0, label_gen_weight=0.5)
+    model = small_aae()
     logits, z = model.encode(x)
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     on_z, on_y = model.disc_z(z).squeeze(1), model.disc_y(logits.softmax(1)).squeeze(1)
-    style, label = bce(on_z, torch.ones(8)), bce(on_y, torch.ones(8))
-    torch.testing.assert_close(model.generator_loss(x)[0], 2.0 * (style + 0.5 * label))
-    model.hparams.label_gen_weight = 0.0
-    torch.testing.assert_close(model.generator_loss(x)[0], 2.0 * style)
-
-
-def test_balance_weight_adds_the_class_balance_of_the_batch_to_the_generator_loss():
-    x = torch.rand(8, 1, 28, 28)
-    model = small_aae()
-    adversarial, logs = model.generator_loss(x)
-    model.hparams.balance_weight = 3.0
-    balance = losses.class_balance(model.classify(x).softmax(1))
-    torch.testing.assert_close(model.generator_loss(x)[0], adversarial + 3.0 * balance)
-    torch.testing.assert_close(logs["train/balance"], balance)
+    adversarial = bce(on_z, torch.ones(8)) + bce(on_y, torch.ones(8))
+    torch.testing.assert_close(model.generator_loss(x)[0], adversarial)
+    model.consistency = Consistency(weight=0.0, balance_weight=3.0)
+    balance = losses.class_balance(logits.softmax(1))
+    loss, logs = model.generator_loss(x)
+    torch.testing.assert_close(loss, adversarial + 3.0 * balance)
+    torch.testing.assert_close(logs["train/balance"], 3.0 * balance.detach())
 
 
 def test_balance_term_spreads_a_collapsed_label_code_over_the_classes():
     """Every image starts in class 0 (the collapse the label discriminator alone allows); the
-    generator phase with only the balance term (``gen_weight=0``) spreads them out."""
+    balance term alone spreads them out."""
     torch.manual_seed(0)
-    model = small_aae(gen_weight=0.0, balance_weight=1.0)
+    model = small_aae(consistency=Consistency(weight=0.0, balance_weight=1.0))
     with torch.no_grad():
         model.encoder.net[-1].bias[0] += 8.0
     x = torch.rand(256, 1, 28, 28)
@@ -145,7 +139,8 @@ def test_balance_term_spreads_a_collapsed_label_code_over_the_classes():
 
     start, classes_at_start = spread()
     for _ in range(200):
-        optimizer.zero_grad(), model.generator_loss(x)[0].backward(), optimizer.step()
+        balance = model.consistency.balance(model.classify(x))
+        optimizer.zero_grad(), balance.backward(), optimizer.step()
     end, classes_at_end = spread()
     assert classes_at_start == 1 and start > 2.0
     assert end < 0.05 * start and classes_at_end >= 8
@@ -158,8 +153,8 @@ def test_classification_uses_logits_once():
     torch.testing.assert_close(model.classification_loss(x, y), expected)
 
 
-def test_consistency_target_is_a_constant_prediction_for_the_clean_image():
-    model = small_aae(consistency_weight=2.0)
+def test_consistency_target_is_the_prediction_for_the_clean_image(monkeypatch):
+    model = small_aae(input_noise=0.0, consistency=Consistency(weight=2.0, threshold=0.0))
     clean = torch.rand(8, 1, 28, 28)
     view = clean.roll(1, dims=-1)
     target = model.classify(clean).softmax(dim=1).detach()
@@ -172,63 +167,13 @@ def test_consistency_target_is_a_constant_prediction_for_the_clean_image():
     assert grads and all(g.abs().max() < 1e-6 for g in grads)
 
 
-def test_consistency_cutout_blanks_the_view_it_trains_on(monkeypatch):
-    model = small_aae(consistency_weight=1.0, consistency_cutout=6)
-    clean, view = torch.rand(8, 1, 28, 28), torch.rand(8, 1, 28, 28)
-    seen = []
-    classify = model.classify
-    monkeypatch.setattr(model, "classify", lambda x: seen.append(x) or classify(x))
-    model.consistency_loss(view, clean)
-    target_input, view_input = seen
-    torch.testing.assert_close(target_input, clean)  # the target comes from the clean image
-    blanked = view_input == 0
-    assert 0 < blanked.sum((1, 2, 3)).min() and blanked.sum((1, 2, 3)).max() <= 36
-    torch.testing.assert_close(view_input[~blanked], view[~blanked])
-
-
-def test_thresholded_consistency_uses_confident_hard_labels_only():
-    model = small_aae(consistency_weight=1.0, consistency_threshold=0.5)
-    with torch.no_grad():  # the same uniform prediction for every image
-        model.encoder.net[-1].weight.zero_()
-        model.encoder.net[-1].bias.zero_()
-    clean, view = torch.rand(8, 1, 28, 28), torch.rand(8, 1, 28, 28)
-    probs = model.classify(clean).softmax(dim=1)
-    assert probs.max() < 0.5, "a uniform prediction is below the threshold: no target"
-    assert model.consistency_loss(view, clean) == 0
-    with torch.no_grad():
-        model.encoder.net[-1].bias[3] = 5.0  # label 3 with probability 0.94 for every image
-    labels = torch.full((8,), 3)
-    expected = torch.nn.functional.cross_entropy(model.classify(view), labels)
-    torch.testing.assert_close(model.consistency_loss(view, clean), expected)
-
-
-def test_aligned_targets_track_the_mean_prediction():
-    model = small_aae(consistency_weight=1.0, align_targets=True)
-    assert "mean_prediction" in model.state_dict()  # saved in checkpoints: resumes exactly
-    skewed = torch.linspace(0.05, 0.15, 10)  # as if the model over-predicted the last classes
-    model.mean_prediction.copy_(skewed)
-    clean, view = torch.rand(8, 1, 28, 28), torch.rand(8, 1, 28, 28)
-    probs = model.classify(clean).softmax(1).detach()
-    expected_mean = 0.999 * skewed + 0.001 * probs.mean(0)
-    target = losses.align_distribution(probs, expected_mean)
-    loss = model.consistency_loss(view, clean)
-    torch.testing.assert_close(model.mean_prediction, expected_mean)
-    expected = torch.nn.functional.cross_entropy(model.classify(view), target)
-    torch.testing.assert_close(loss, expected)
-    assert (target[:, 0] > probs[:, 0]).all() and (target[:, -1] < probs[:, -1]).all()
-    assert "mean_prediction" not in small_aae().state_dict()  # off: old checkpoints still load
-    with pytest.raises(ValueError, match="needs consistency_weight > 0"):
-        small_aae(align_targets=True)  # nothing to align: say so instead of doing nothing
-
-
 def test_consistency_is_computed_and_logged_every_step(fake_root, monkeypatch, tmp_path):
     model, datamodule = build(
         "aae",
         fake_root,
         "--data.val_size=1000",
         "--data.batch_size=32",
-        "--model.init_args.consistency_weight=1",
-        "--model.init_args.consistency_threshold=0",  # soft targets: positive from the start
+        "--model.init_args.consistency.init_args.threshold=0",  # soft: positive from the start
     )
     calls = []
     monkeypatch.setattr(model, "consistency_loss", record(model.consistency_loss, calls))
@@ -238,29 +183,6 @@ def test_consistency_is_computed_and_logged_every_step(fake_root, monkeypatch, t
     trainer.fit(model, datamodule=datamodule)
     assert len(calls) == 2 and all(loss > 0 for loss in calls)
     assert "train/consistency" in trainer.logged_metrics
-
-
-def test_consistency_weight_ramps_up_linearly_over_the_given_epochs(
-    fake_root, monkeypatch, tmp_path
-):
-    model, datamodule = build(
-        "aae",
-        fake_root,
-        "--data.val_size=1000",
-        "--data.batch_size=32",
-        "--model.init_args.consistency_rampup=1.5",
-    )
-    ramps = []
-    monkeypatch.setattr(model, "consistency_ramp", record(model.consistency_ramp, ramps))
-    trainer = tiny_trainer(
-        tmp_path, max_steps=-1, max_epochs=3, limit_train_batches=2, limit_val_batches=0
-    )
-    trainer.fit(model, datamodule=datamodule)
-    # steps at 0, 0.5, 1, 1.5, 2, 2.5 epochs of a 1.5-epoch ramp, then full weight
-    torch.testing.assert_close(ramps, [0.0, 1 / 3, 2 / 3, 1.0, 1.0, 1.0])
-    assert small_aae(consistency_weight=1.0).consistency_ramp(0) == 1.0  # off by default
-    with pytest.raises(ValueError, match="needs consistency_weight > 0"):
-        small_aae(consistency_rampup=1.0)  # nothing to ramp up: say so
 
 
 def record(method, calls):
@@ -289,14 +211,15 @@ def test_reconstruction_target_is_the_clean_image():
     torch.testing.assert_close(loss, expected)
 
 
-def test_elastic_option_distorts_the_training_views():
-    x = torch.rand(4, 1, 28, 28)
-    assert small_aae()._augment(x) is x
-    model = small_aae(elastic_alpha=34, elastic_sigma=4)
-    torch.manual_seed(0)
-    view = model._augment(x)
-    torch.manual_seed(0)
-    torch.testing.assert_close(view, random_elastic(x, 34, 4))
+def test_augment_policy_makes_the_training_views(fake_root, monkeypatch, tmp_path):
+    """Every training image, labelled and unlabelled, goes through the injected policy once."""
+    model, datamodule = build("aae", fake_root, "--data.val_size=1000", "--data.batch_size=32")
+    assert isinstance(model.augment, Augment) and model.augment.max_degrees == 15
+    seen = []
+    model.augment.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
+    trainer = tiny_trainer(tmp_path, limit_val_batches=0)
+    trainer.fit(model, datamodule=datamodule)
+    assert seen == [32, 32]  # the unlabelled batch, then the labelled one (100 labels)
 
 
 def test_code_sizes_are_checked_up_front():
@@ -315,7 +238,7 @@ def test_checkpoint_restores_optimizer_and_scheduler_states(fake_root):
     last = Path(first.trainer.log_dir) / "checkpoints/last.ckpt"
     checkpoint = torch.load(last, weights_only=True)
     assert len(checkpoint["optimizer_states"]) == 4
-    assert [s["last_epoch"] for s in checkpoint["lr_schedulers"]] == [1, 1]
+    assert [s["last_epoch"] for s in checkpoint["lr_schedulers"]] == [1, 1, 1, 1]
     resumed = main(["fit", "--config", "aae_seed", *short(fake_root, f"--ckpt_path={last}")])
     for saved, live in zip(checkpoint["optimizer_states"], resumed.trainer.optimizers, strict=True):
         assert saved["param_groups"][0]["lr"] == live.param_groups[0]["lr"]
@@ -323,7 +246,7 @@ def test_checkpoint_restores_optimizer_and_scheduler_states(fake_root):
         for index, values in saved["state"].items():
             torch.testing.assert_close(state[index]["momentum_buffer"], values["momentum_buffer"])
     schedulers = [config.scheduler for config in resumed.trainer.lr_scheduler_configs]
-    assert [s.last_epoch for s in schedulers] == [1, 1]
+    assert [s.last_epoch for s in schedulers] == [1, 1, 1, 1]
 
 
 def test_ddp_on_two_cpu_processes(fake_root, tmp_path):

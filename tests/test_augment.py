@@ -3,14 +3,7 @@
 import pytest
 import torch
 
-from autoencoders.augment import (
-    augment,
-    random_cutout,
-    random_elastic,
-    random_hflip,
-    random_rotate_scale,
-    random_shift,
-)
+from autoencoders.augment import Augment, random_hflip, random_rotate_scale, random_shift
 
 
 def test_random_shift_moves_whole_pixels_within_range():
@@ -35,7 +28,28 @@ def test_random_hflip_mirrors_about_half_the_images():
 
 def test_augment_without_options_returns_the_batch():
     x = torch.rand(4, 1, 28, 28)
-    assert augment(x) is x
+    assert Augment()(x) is x
+
+
+def test_augment_composes_its_parts_in_order_with_a_new_draw_per_image():
+    x = torch.rand(64, 1, 28, 28)
+    policy = Augment(max_shift=2, max_degrees=15, max_scale=0.1, hflip=True)
+    torch.manual_seed(0)
+    view = policy(x)
+    torch.manual_seed(0)
+    expected = random_hflip(random_shift(random_rotate_scale(x, 15, 0.1), 2))
+    torch.testing.assert_close(view, expected)
+    assert len({round(float(v.sum()), 3) for v in view}) == 64, "each image its own draw"
+    torch.manual_seed(1)
+    assert not torch.equal(policy(x), view), "and a new draw per call"
+
+
+@pytest.mark.parametrize(
+    "options", [{"max_shift": -1}, {"max_degrees": -5}, {"max_scale": 1.0}, {"max_scale": -0.1}]
+)
+def test_augment_rejects_values_that_make_no_sense(options):
+    with pytest.raises(ValueError, match="Augment needs"):
+        Augment(**options)
 
 
 def test_random_rotate_scale_at_its_extremes(monkeypatch):
@@ -48,36 +62,3 @@ def test_random_rotate_scale_at_its_extremes(monkeypatch):
     blob[..., 12:16, 12:16] = 1
     grown = random_rotate_scale(blob, max_degrees=0, max_scale=0.5)
     assert grown.sum() / blob.sum() == pytest.approx(1.5**2, rel=0.05)
-
-
-def test_random_cutout_blanks_one_square_per_image():
-    torch.manual_seed(0)
-    x = torch.ones(200, 1, 28, 28)
-    cut = random_cutout(x, size=8)
-    blanked = (cut == 0).sum((1, 2, 3))
-    assert blanked.max() == 64, "an 8x8 square inside the image"
-    assert blanked.min() > 0, "every image loses some pixels"
-    assert (blanked < 64).any(), "squares near the border are clipped"
-    for img in cut[:20, 0]:  # the zeros form one axis-aligned rectangle
-        rows, cols = torch.nonzero(img == 0, as_tuple=True)
-        height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
-        assert height <= 8 and width <= 8 and height * width == len(rows)
-    assert len({tuple(torch.nonzero(img[0] == 0)[0].tolist()) for img in cut}) > 50
-
-
-def test_random_elastic_moves_pixels_by_smooth_fields_of_size_alpha():
-    # On a horizontal ramp, the value read at a pixel tells how far it moved along x.
-    columns = torch.arange(28.0).expand(28, 28)
-    ramp = columns.expand(64, 1, 28, 28) / 27
-    inner = (slice(None), 0, slice(8, 20), slice(8, 20))  # far from the zero-filled border
-    moves = {}
-    for alpha in (17.0, 34.0):
-        torch.manual_seed(1)
-        moves[alpha] = (random_elastic(ramp, alpha, sigma=4.0) * 27 - columns)[inner]
-    rms = {alpha: dx.pow(2).mean().sqrt() for alpha, dx in moves.items()}
-    assert 0.5 < rms[34.0] < 4, "Simard's setting moves pixels by a pixel or two"
-    torch.testing.assert_close(moves[34.0], 2 * moves[17.0], atol=1e-4, rtol=1e-4)
-    neighbours = (moves[34.0][:, :, 1:] - moves[34.0][:, :, :-1]).abs().mean()
-    assert neighbours < 0.2 * moves[34.0].abs().mean(), "the field is smooth"
-    per_image = moves[34.0].mean((1, 2))
-    assert per_image.std() > 0.1, "each image gets its own field"

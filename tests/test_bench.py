@@ -134,7 +134,9 @@ def test_scores_tabulates_every_score_over_checkpoints(fake_root, tmp_path, monk
     text = (tmp_path / "BENCHMARKS.md").read_text().split("## Anomaly scores of")[1]
     scores, distances = text.split("Median Euclidean distance")
     rows = [r for r in scores.splitlines() if r.startswith("| ") and not r.startswith("| score")]
-    assert len(rows) == 16 and "own anomaly_score (score=ssim, score_blur=" in scores
+    assert (
+        len(rows) == 16 and "own anomaly_score (ReconstructionScore(kind='ssim', blur=3" in scores
+    )
     for row in rows:  # mean ± standard error over the two checkpoints
         cells = [c.split(" ± ") for c in row.strip("| ").split(" | ")[1:]]
         assert len(cells) == 3 and all(len(c) == 2 for c in cells), row

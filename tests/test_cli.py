@@ -51,7 +51,7 @@ def test_a_run_writes_scalars_images_and_best_and_last_checkpoints(fake_root):
     checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert "last.ckpt" in checkpoints and any(c.startswith("best") for c in checkpoints)
     events = EventAccumulator(str(run)).Reload()
-    assert {"train/loss", "val/loss", "val/rec", "val/mse"} <= set(events.Tags()["scalars"])
+    assert {"train/loss", "val/loss", "val/mse"} <= set(events.Tags()["scalars"])
     assert "val/reconstructions" in events.Tags()["images"]
     assert (run / "config.yaml").is_file()
     short_fit(fake_root)
@@ -83,7 +83,7 @@ def test_resume_continues_exactly(fake_root):
         straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
     )
     for (name, a), b in pairs:
-        torch.testing.assert_close(a, b, msg=name)
+        torch.testing.assert_close(a, b, msg=name, equal_nan=True)  # NaN: no threshold
 
 
 def test_test_and_predict_subcommands_use_a_checkpoint(fake_root):

@@ -102,13 +102,30 @@ def test_binarization(fake_root):
     assert torch.equal(dynamic.test_set.images, static.test_set.images), "eval set fixed by seed"
 
 
-def test_shuffle_depends_on_seed_and_epoch_only():
+def test_shuffle_depends_on_seed_epoch_and_restart_only():
     data = list(range(50))
     a, b = EpochShuffle(data, seed=5), EpochShuffle(data, seed=5)
-    assert list(a) == list(b)
-    first = list(a)
+    orders = [list(a) for _ in range(3)]  # the loader restarted three times in one epoch
+    assert orders == [list(b) for _ in range(3)], "the same seed gives the same orders"
+    assert len({tuple(o) for o in orders}) == 3 and all(sorted(o) == data for o in orders)
     a.set_epoch(1)
-    assert list(a) != first and sorted(a) == data
+    assert list(a) not in orders
+    a.set_epoch(0)
+    assert list(a) == orders[0], "an epoch run again (a resumed run) repeats its orders"
+
+
+def test_labelled_loader_reshuffles_at_every_restart_within_an_epoch(fake_root):
+    """200 labels in batches of 100: the labelled loader restarts 24 times in an epoch of 48
+    unlabelled batches (4,800 fake images), and no two restarts repeat an order."""
+    torch.manual_seed(0)
+    dm = mnist(fake_root, labels_per_class=20, batch_size=100)
+    loader = dm.train_dataloader()
+    batches = [batch["labelled"][0] for batch, *_ in loader]
+    assert len(batches) == 48 and all(len(x) == 100 for x in batches)
+    cycles = [torch.cat(batches[i : i + 2]) for i in range(0, 48, 2)]
+    assert all(fingerprints(c * 255) == fingerprints(cycles[0] * 255) for c in cycles)
+    firsts = {tuple(sorted(fingerprints(c[:100] * 255))) for c in cycles}
+    assert len(firsts) == 24, "each restart draws a new split of the 200 into two batches"
 
 
 def test_distributed_shards_are_disjoint(fake_root):

@@ -40,18 +40,6 @@ def test_consistency_threshold_keeps_confident_hard_labels_only():
     torch.testing.assert_close(result, by_hand * torch.tensor([1.0, 0.0, 1.0]))
 
 
-def test_align_distribution_boosts_under_predicted_classes():
-    probs = torch.softmax(torch.randn(5, 4), 1)
-    uniform = torch.full((4,), 0.25)
-    torch.testing.assert_close(losses.align_distribution(probs, uniform), probs)
-    mean = torch.tensor([0.1, 0.3, 0.3, 0.3])  # class 0 under-predicted
-    aligned = losses.align_distribution(probs, mean)
-    torch.testing.assert_close(aligned.sum(1), torch.ones(5))
-    assert (aligned[:, 0] > probs[:, 0]).all()
-    by_hand = probs * torch.tensor([2.5, 2.5 / 3, 2.5 / 3, 2.5 / 3])
-    torch.testing.assert_close(aligned, by_hand / by_hand.sum(1, keepdim=True))
-
-
 def test_class_balance_is_the_kl_of_the_mean_prediction_to_uniform():
     evenly_spread = torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
     torch.testing.assert_close(losses.class_balance(evenly_spread), torch.tensor(0.0))

@@ -6,6 +6,7 @@ from pytorch_lightning import Callback
 
 from autoencoders.models import Autoencoder
 from autoencoders.nn import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from autoencoders.scores import ReconstructionScore
 from tests.helpers import CONFIG_FILES, CONFIG_IDS, build, pretrained, tiny_trainer
 
 
@@ -41,8 +42,9 @@ def test_protocols_return_the_right_shapes(family):
             images = model.reconstruct(x)
             assert images.shape == x.shape and images.min() >= 0 and images.max() <= 1
         if hasattr(model, "anomaly_score"):
-            if model.hparams.get("score_standardize"):  # statistics of the healthy images first
-                model.fit_score_statistics(datamodule.train_dataloader())
+            if model.needs_training_pass:  # statistics of the healthy images first
+                model.scorer.gather(x, model.reconstruct(x))
+                model.scorer.finish()
             score = model.anomaly_score(x)
             assert score.shape == (len(x),) and torch.isfinite(score).all()
         if hasattr(model, "classify"):
@@ -69,6 +71,27 @@ def test_one_step_changes_every_trainable_parameter_and_logs_losses(family, tmp_
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
     trainer.validate(model, datamodule=datamodule, verbose=False)
     assert torch.isfinite(trainer.callback_metrics["val/loss"])
+
+
+def test_evaluation_returns_what_it_computed_for_the_callbacks(family):
+    """Validation and test steps return per-image tensors, at least the logged ``loss``; the
+    evaluation callbacks read these instead of running the model again."""
+    model, datamodule = family
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.val_dataloader()))
+    model.eval()
+    with torch.no_grad():
+        if model.needs_training_pass:
+            model.scorer.gather(batch[0], model.reconstruct(batch[0]))
+            model.scorer.finish()
+        outputs = model.evaluate(batch)
+    n = len(batch[0])
+    assert outputs["loss"].shape == (n,) and torch.isfinite(outputs["loss"]).all()
+    assert all(v.shape[0] == n for v in outputs.values())
+    if hasattr(model, "classify"):
+        torch.testing.assert_close(outputs["logits"], model.classify(batch[0]))
+    if "score" in outputs and not hasattr(model, "elbo_terms"):  # ELBO scores sample z
+        torch.testing.assert_close(outputs["score"], model.anomaly_score(batch[0]))
 
 
 def test_checkpoint_round_trip(family, tmp_path):
@@ -150,86 +173,71 @@ def mean_of_neighbours(images: torch.Tensor) -> torch.Tensor:
 
 
 def test_blurred_squared_error_score_by_hand():
-    model = Autoencoder(MLPEncoder(4), MLPDecoder(4), score="mse", score_blur=3).eval()
-    x = torch.rand(3, 1, 28, 28)
-    with torch.no_grad():
-        blurred_error = mean_of_neighbours(model.reconstruct(x)) - mean_of_neighbours(x)
-        expected = blurred_error.square().flatten(1).sum(1)
-        unblurred = Autoencoder(MLPEncoder(4), MLPDecoder(4), score="mse")
-        unblurred.load_state_dict(model.state_dict())
-        torch.testing.assert_close(model.anomaly_score(x), expected)
-        assert not torch.allclose(unblurred.eval().anomaly_score(x), expected)
+    x, reconstruction = torch.rand(3, 1, 28, 28), torch.rand(3, 1, 28, 28)
+    blurred_error = mean_of_neighbours(reconstruction) - mean_of_neighbours(x)
+    expected = blurred_error.square().flatten(1).sum(1)
+    torch.testing.assert_close(ReconstructionScore("mse", blur=3)(x, reconstruction), expected)
+    assert not torch.allclose(ReconstructionScore("mse")(x, reconstruction), expected)
 
 
-@pytest.mark.parametrize("score, size", [("bce", 3), ("ssim", 4)])
-def test_score_blur_needs_an_image_score_and_an_odd_size(score, size):
-    with pytest.raises(ValueError, match="score_blur"):
-        Autoencoder(MLPEncoder(4), MLPDecoder(4), score=score, score_blur=size)
+def test_score_blur_needs_an_odd_size():
+    with pytest.raises(ValueError, match="blur=4 must be odd"):
+        ReconstructionScore("ssim", blur=4)
 
 
-def test_training_augments_input_and_target_alike(monkeypatch):
-    """With max_shift / hflip the loss is the reconstruction of the augmented batch."""
-    import autoencoders.models.autoencoder as module
-
-    seen = []
-    shifted = torch.rand(2, 1, 28, 28)
-
-    def fake_augment(x, max_shift, hflip):
-        seen.append((max_shift, hflip))
-        return shifted
-
-    monkeypatch.setattr(module, "augment", fake_augment)
-    model = Autoencoder(MLPEncoder(4), MLPDecoder(4), max_shift=2, hflip=True)
-    model.log_dict = lambda *args, **kwargs: None
-    loss = model.training_step((torch.zeros(2, 1, 28, 28), torch.zeros(2)), 0)
-    assert seen == [(2, True)]
+def test_training_augments_input_and_target_alike():
+    """With an augmentation policy the loss is the reconstruction of the augmented batch."""
+    seen, shifted = [], torch.rand(2, 1, 28, 28)
+    policy = lambda x: seen.append(x) or shifted  # noqa: E731
+    model = Autoencoder(MLPEncoder(4), MLPDecoder(4), augment=policy)
+    model.log = lambda *args, **kwargs: None
+    batch = torch.zeros(2, 1, 28, 28)
+    loss = model.training_step((batch, torch.zeros(2)), 0)
+    assert len(seen) == 1 and seen[0] is batch
     expected = (model.reconstruct(shifted) - shifted).square().flatten(1).sum(1).mean()
     torch.testing.assert_close(loss, expected)
 
 
 def test_standardized_score_by_hand():
-    """Each pixel's error is standardised by its mean and std over the healthy images."""
-    model = Autoencoder(MLPEncoder(4), MLPDecoder(4), score="mse", score_standardize=True).eval()
+    """Each pixel's error is standardised by its mean and std over the healthy images, which
+    are gathered batch by batch (and summed across DDP ranks by ``finish``)."""
+    scorer = ReconstructionScore("mse", standardize=True)
     healthy, x = torch.rand(50, 1, 28, 28), torch.rand(3, 1, 28, 28)
+    rebuilt_healthy, rebuilt_x = torch.rand(50, 1, 28, 28), torch.rand(3, 1, 28, 28)
     with pytest.raises(RuntimeError, match="statistics of the healthy training images"):
-        model.anomaly_score(x)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(healthy), batch_size=16)
-    model.fit_score_statistics(loader)
-    with torch.no_grad():
-        errors = (model.reconstruct(healthy) - healthy).square()
-        mean, std = errors.mean(0), errors.std(0) + 1e-6
-        expected = ((model.reconstruct(x) - x).square() - mean) / std
-        torch.testing.assert_close(model.anomaly_score(x), expected.flatten(1).mean(1))
-        healthy_scores = model.anomaly_score(healthy)
-    assert abs(healthy_scores.mean().item()) < 1e-4, "healthy images average to zero"
+        scorer(x, rebuilt_x)
+    for start in range(0, 50, 16):
+        scorer.gather(healthy[start : start + 16], rebuilt_healthy[start : start + 16])
+    scorer.finish()
+    errors = (rebuilt_healthy - healthy).square()
+    mean, std = errors.mean(0), errors.std(0) + 1e-6
+    expected = ((rebuilt_x - x).square() - mean) / std
+    torch.testing.assert_close(scorer(x, rebuilt_x), expected.flatten(1).mean(1))
+    assert abs(scorer(healthy, rebuilt_healthy).mean().item()) < 1e-4, "healthy average 0"
 
 
-def test_score_standardize_needs_an_image_score():
-    with pytest.raises(ValueError, match="score_standardize"):
-        Autoencoder(MLPEncoder(4), MLPDecoder(4), score="bce", score_standardize=True)
-
-
-def test_fit_computes_the_score_statistics_and_the_checkpoint_keeps_them(fake_root, tmp_path):
-    model, datamodule = build(
-        "anomaly_pneumonia", fake_root, "--model.init_args.score_standardize=true"
+def test_fit_gathers_the_score_statistics_in_a_training_pass_and_the_checkpoint_keeps_them(
+    fake_root, tmp_path, monkeypatch
+):
+    model, datamodule = build("anomaly_pneumonia", fake_root)
+    gathered = []
+    gather = model.scorer.gather
+    monkeypatch.setattr(
+        model.scorer, "gather", lambda x, r: gathered.append(len(x)) or gather(x, r)
     )
-    trainer = tiny_trainer(tmp_path)
+    trainer = tiny_trainer(tmp_path, limit_val_batches=None, num_sanity_val_steps=0)
     trainer.fit(model, datamodule=datamodule)  # validation after the step fits the statistics
-    assert model.score_mean.shape == model.score_std.shape == (1, 1, 28, 28)
-    saved_mean = model.score_mean.clone()
-    model.fit_score_statistics(datamodule.train_dataloader())  # the training images, again
-    torch.testing.assert_close(model.score_mean, saved_mean)
+    assert sum(gathered) == len(datamodule.train_set), "every healthy training image, once"
+    assert model.scorer.mean.shape == model.scorer.std.shape == (1, 1, 28, 28)
+    train = datamodule.train_set.__getitems__(list(range(len(datamodule.train_set))))[0]
+    model.eval()
+    with torch.no_grad():
+        errors = model.scorer.error_map(train, model.reconstruct(train))
+    torch.testing.assert_close(model.scorer.mean, errors.mean(0, keepdim=True))
+    torch.testing.assert_close(model.scorer.std, errors.std(0, keepdim=True) + 1e-6)
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
     loaded = Autoencoder.load_from_checkpoint(path).eval()
     x = first_images(datamodule)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.anomaly_score(x), model.eval().anomaly_score(x))
-
-
-def test_standardized_score_needs_a_data_module(tmp_path):
-    model = Autoencoder(MLPEncoder(4), MLPDecoder(4), score="mse", score_standardize=True)
-    images = torch.utils.data.TensorDataset(torch.rand(8, 1, 28, 28), torch.zeros(8))
-    loader = torch.utils.data.DataLoader(images, batch_size=4)
-    with pytest.raises(RuntimeError, match="fit with datamodule"):
-        tiny_trainer(tmp_path).fit(model, loader, loader)
+        torch.testing.assert_close(loaded.anomaly_score(x), model.anomaly_score(x))

@@ -82,18 +82,20 @@ def test_classification_report_matches_scikit_learn(fake_root, encoder_checkpoin
 
 
 def test_classifier_augments_only_training_batches():
+    from autoencoders.augment import Augment
     from autoencoders.models import EncoderClassifier
     from autoencoders.nn import ConvEncoder
 
     torch.manual_seed(0)
     x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
     plain = EncoderClassifier(ConvEncoder(latent_dim=8)).eval()
-    augmented = EncoderClassifier(ConvEncoder(latent_dim=8), max_shift=2, hflip=True).eval()
+    policy = Augment(max_shift=2, hflip=True)
+    augmented = EncoderClassifier(ConvEncoder(latent_dim=8), augment=policy).eval()
     augmented.load_state_dict(plain.state_dict())
     expected = torch.nn.functional.cross_entropy(plain(x), y)
     torch.testing.assert_close(plain.training_step((x, y), 0), expected)
     assert not torch.allclose(augmented.training_step((x, y), 0), expected)
-    torch.testing.assert_close(augmented.eval_loss((x, y)), plain.eval_loss((x, y)))
+    torch.testing.assert_close(augmented.evaluate((x, y)), plain.evaluate((x, y)))
 
 
 def test_class_names_must_match_the_number_of_classes():
@@ -118,7 +120,7 @@ def test_classifier_mirror_averaging_at_test_time():
     torch.testing.assert_close(mirrored.classify(x.flip(-1)), mirrored.classify(x))
     assert not torch.allclose(plain.classify(x.flip(-1)), plain.classify(x))
     torch.testing.assert_close(
-        mirrored.eval_loss((x, y)),
+        mirrored.evaluate((x, y))["loss"],
         torch.nn.functional.nll_loss(expected.log(), y, reduction="none"),
     )
     # training sees one view

@@ -10,7 +10,9 @@ from torch.distributions import Independent as Ind
 
 from autoencoders import distributions as D
 from autoencoders import losses
+from autoencoders.augment import Augment
 from autoencoders.callbacks import NELBOMetrics, PriorSampleGrid
+from autoencoders.consistency import Consistency
 from autoencoders.models import GMVAE, SSVAE, VAE, EncoderClassifier
 from autoencoders.nn import MLP, ConvEncoder, MLPDecoder, MLPEncoder
 from tests.helpers import build, run_module, short
@@ -128,7 +130,9 @@ def test_ssvae_augments_the_classifier_inputs_only(monkeypatch):
     """Augmentation and the consistency term touch the classifier's inputs; the ELBO terms see
     the batch as given, so the NELBO stays M2's."""
     monkeypatch.setattr(D, "reparameterize", lambda mu, logvar: mu)
-    model = tiny_ssvae(class_weight=7.0, max_shift=1, consistency_weight=3.0)
+    model = tiny_ssvae(
+        class_weight=7.0, augment=Augment(max_shift=1), consistency=Consistency(3.0, 0.0)
+    )
     x_u, x_l, y_l = torch.rand(4, 1, 4, 4), torch.rand(3, 1, 4, 4), torch.tensor([0, 1, 2])
     seen = {"elbo_terms": [], "labelled_nelbo": [], "classify": []}
     originals = {name: getattr(model, name) for name in seen}
@@ -144,7 +148,7 @@ def test_ssvae_augments_the_classifier_inputs_only(monkeypatch):
     classify = originals["classify"]
     ce = torch.nn.functional.cross_entropy(classify(labelled_view), y_l)
     cons = torch.nn.functional.cross_entropy(classify(view_u), classify(x_u).softmax(1))
-    torch.testing.assert_close(logs["train/consistency"], cons)
+    torch.testing.assert_close(logs["train/consistency"], 3.0 * cons)
     u = sum(model.elbo_terms(x_u).values()).mean()
     labelled = sum(model.labelled_nelbo(x_l, y_l).values()).mean()
     torch.testing.assert_close(loss, u + labelled + 7.0 * ce + 3.0 * cons)
@@ -154,32 +158,17 @@ def test_ssvae_balance_term_is_weighted_kl_of_the_unlabelled_mean_prediction(mon
     monkeypatch.setattr(D, "reparameterize", lambda mu, logvar: mu)
     x_u, x_l, y_l = torch.rand(4, 1, 4, 4), torch.rand(3, 1, 4, 4), torch.tensor([0, 1, 2])
     without, _ = tiny_ssvae(class_weight=7.0).loss(x_u, x_l, y_l)
-    model = tiny_ssvae(class_weight=7.0, balance_weight=5.0)
+    model = tiny_ssvae(class_weight=7.0, consistency=Consistency(0.0, balance_weight=5.0))
     loss, logs = model.loss(x_u, x_l, y_l)
     balance = losses.class_balance(model.classify(x_u).softmax(1))
     assert balance > 0
-    torch.testing.assert_close(logs["train/balance"], balance)
+    torch.testing.assert_close(logs["train/balance"], 5.0 * balance)
     torch.testing.assert_close(loss, without + 5.0 * balance)
-    alone = tiny_ssvae(class_weight=0.0, gen_weight=0.0, balance_weight=5.0)
+    balance_only = Consistency(0.0, balance_weight=5.0)
+    alone = tiny_ssvae(class_weight=0.0, gen_weight=0.0, consistency=balance_only)
     loss, _ = alone.loss(x_u, x_l, y_l)  # the term alone trains the classifier
     loss.backward()
     assert all(p.grad.abs().sum() > 0 for p in alone.classifier.parameters())
-
-
-def test_ssvae_aligned_targets_track_the_mean_prediction():
-    model = tiny_ssvae(consistency_weight=1.0, align_targets=True)
-    assert "mean_prediction" in model.state_dict()  # saved in checkpoints: resumes exactly
-    x = torch.rand(6, 1, 4, 4)
-    probs = model.classify(x).softmax(1).detach()
-    expected_mean = 0.999 * torch.full((3,), 1 / 3) + 0.001 * probs.mean(0)
-    target = losses.align_distribution(probs, expected_mean)
-    loss = model.consistency_loss(x)  # no augmentation: the view is x itself
-    torch.testing.assert_close(model.mean_prediction, expected_mean)
-    expected = torch.nn.functional.cross_entropy(model.classify(x), target)
-    torch.testing.assert_close(loss, expected)
-    assert "mean_prediction" not in tiny_ssvae().state_dict()  # off: old checkpoints still load
-    with pytest.raises(ValueError, match="needs consistency_weight > 0"):
-        tiny_ssvae(align_targets=True)  # nothing to align: say so instead of doing nothing
 
 
 def _recording(method, calls: list):
@@ -230,6 +219,15 @@ def test_nelbo_callback_logs_terms_that_add_up_and_an_iwae_bound(fake_root, tmp_
     m = trainer.callback_metrics
     torch.testing.assert_close(m["test/nelbo"], m["test/rec"] + m["test/kl"])
     assert m["test/nll_iwae"] < m["test/nelbo"], "the IWAE bound is tighter than the ELBO"
+
+
+def test_ssvae_val_loss_is_the_nelbo_its_callback_reports(fake_root, tmp_path):
+    """The NELBO callback reads the terms the validation step computed: the same z samples."""
+    model, datamodule = build("ssvae", fake_root, "--data.val_size=1000")
+    trainer = fit_briefly(model, datamodule, tmp_path, [NELBOMetrics()], steps=1)
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+    m = trainer.callback_metrics
+    torch.testing.assert_close(m["val/loss"], m["val/nelbo"])
 
 
 def test_prior_samples_are_classified_into_a_histogram_and_an_entropy(fake_root, tmp_path):

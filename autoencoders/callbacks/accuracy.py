@@ -1,23 +1,28 @@
-"""Classification metrics for any model with ``classify(x) -> logits``."""
+"""Classification metrics for any model whose evaluation steps return class ``logits``."""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import torch
+import torch.nn.functional as F
 from pytorch_lightning import Callback, LightningModule, Trainer
 from sklearn.metrics import classification_report
 from torchmetrics import CatMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from autoencoders.callbacks.image_grid import logged_step, tensorboard
+from autoencoders.data.base import is_training_pass
 
 
 class ClassificationMetrics(Callback):
-    """Logs ``val/acc`` and ``test/acc`` of ``pl_module.classify`` and a confusion-matrix figure.
+    """Logs ``val/acc`` and ``test/acc`` of the ``logits`` that the model's validation and test
+    steps return, and a confusion-matrix figure.
 
-    With ``clusters=True`` the model's outputs are cluster ids (unsupervised AAE): each cluster
-    is mapped to the majority label of its training images (counted over the training loader
-    once per validation), and accuracy is measured on the mapped labels.
+    With ``clusters=True`` the logits are over clusters (unsupervised AAE): each cluster is
+    mapped to the majority label of its training images, counted in a pass over the training
+    images before every validation (``needs_training_pass``: sharded under DDP, the counts summed
+    across ranks), and accuracy is measured on the mapped labels. The map is saved in checkpoints,
+    so ``test`` of a checkpoint uses the map of its validation.
 
     With ``report=True`` the test also writes scikit-learn's classification report (precision,
     recall, F1 and support per class) as a TensorBoard text and a bar figure, and logs
@@ -46,45 +51,52 @@ class ClassificationMetrics(Callback):
         self.accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.confusion = MulticlassConfusionMatrix(num_classes)
         self.predicted, self.targets = CatMetric(), CatMetric()
+        self.counts = {"train": None, "eval": None}  # [clusters, classes] while clustering
         self.cluster_to_label: torch.Tensor | None = None
+
+    @property
+    def needs_training_pass(self) -> bool:
+        return self.clusters
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         for metric in (self.accuracy, self.confusion, self.predicted, self.targets):
             metric.to(pl_module.device)
 
-    @torch.no_grad()
-    def _fit_cluster_map(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        counts = 0
-        for x, y in trainer.datamodule.train_dataloader():
-            logits = pl_module.classify(x.to(pl_module.device))
-            pairs = logits.argmax(dim=1) * self.num_classes + y.to(pl_module.device)
-            counts = counts + torch.bincount(pairs, minlength=logits.shape[1] * self.num_classes)
-        counts = trainer.strategy.reduce(counts.float(), reduce_op="sum")
-        self.cluster_to_label = counts.view(-1, self.num_classes).argmax(dim=1)
+    def state_dict(self) -> dict:
+        return {"cluster_to_label": self.cluster_to_label}
 
-    def _start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.cluster_to_label = state_dict.get("cluster_to_label")
+
+    def _start(self) -> None:
         for metric in (self.accuracy, self.confusion, self.predicted, self.targets):
             metric.reset()
-        if self.clusters and not trainer.sanity_checking:
-            was_training = pl_module.training
-            pl_module.eval()
-            self._fit_cluster_map(trainer, pl_module)
-            pl_module.train(was_training)
+        self.counts = {"train": None, "eval": None}
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self._start(trainer, pl_module)
+        self._start()
 
     def on_test_epoch_start(self, trainer, pl_module) -> None:
-        self._start(trainer, pl_module)
+        self._start()
 
-    @torch.no_grad()
-    def _update(self, pl_module: LightningModule, batch) -> None:
-        x, y = batch
-        predicted = pl_module.classify(x).argmax(dim=1)
+    def _count(self, split: str, logits: torch.Tensor, y: torch.Tensor) -> None:
+        k = logits.shape[1]
+        pairs = logits.argmax(dim=1) * self.num_classes + y
+        counts = torch.bincount(pairs, minlength=k * self.num_classes).view(k, self.num_classes)
+        previous = self.counts[split]
+        self.counts[split] = counts if previous is None else previous + counts
+
+    def _update(self, outputs, batch, split: str = "eval") -> None:
+        if not isinstance(outputs, dict) or "logits" not in outputs:
+            raise RuntimeError(
+                "ClassificationMetrics reads the 'logits' that validation_step and test_step "
+                "return; this model's steps return none"
+            )
+        logits, y = outputs["logits"].detach(), batch[1]
         if self.clusters:
-            if self.cluster_to_label is None:
-                return
-            predicted = self.cluster_to_label[predicted]
+            self._count(split, logits, y)
+            return
+        predicted = logits.argmax(dim=1)
         self.accuracy.update(predicted, y)
         self.confusion.update(predicted, y)
         if self.report:
@@ -92,16 +104,32 @@ class ClassificationMetrics(Callback):
             self.targets.update(y.float())
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
-        self._update(pl_module, batch)
+        self._update(outputs, batch, "train" if is_training_pass(trainer, dl_idx) else "eval")
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
-        self._update(pl_module, batch)
+        self._update(outputs, batch)
+
+    def _cluster_scores(self, trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Accuracy and confusion matrix of the mapped clusters (after a new map, if gathered)."""
+        if self.counts["train"] is not None:
+            train = trainer.strategy.reduce(self.counts["train"].float(), reduce_op="sum")
+            self.cluster_to_label = train.argmax(dim=1)
+        if self.cluster_to_label is None or self.counts["eval"] is None:
+            return None
+        counts = trainer.strategy.reduce(self.counts["eval"].float(), reduce_op="sum")
+        mapped = F.one_hot(self.cluster_to_label.to(counts.device), self.num_classes).float()
+        confusion = counts.T @ mapped  # [true, predicted]
+        return confusion.trace() / confusion.sum(), confusion.long()
 
     def _end(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self.clusters and self.cluster_to_label is None:
-            return
-        pl_module.log(f"{stage}/acc", self.accuracy.compute(), prog_bar=True)
-        confusion = self.confusion.compute()
+        if self.clusters:
+            scores = self._cluster_scores(trainer)
+            if scores is None:
+                return
+            accuracy, confusion = scores
+        else:
+            accuracy, confusion = self.accuracy.compute(), self.confusion.compute()
+        pl_module.log(f"{stage}/acc", accuracy, prog_bar=True)
         writer = tensorboard(trainer)
         if writer is not None and trainer.is_global_zero and not trainer.sanity_checking:
             fig, _ = self.confusion.plot(confusion, labels=self.class_names)

@@ -8,6 +8,8 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torchvision.utils import make_grid
 
+from autoencoders.data.base import is_training_pass
+
 
 def tensorboard(trainer: Trainer):
     """The ``SummaryWriter`` of the trainer's TensorBoard logger, or ``None`` when it has none."""
@@ -28,7 +30,8 @@ class ReconstructionGrid(Callback):
     """After every validation, writes originals (top row) above their reconstructions.
 
     The images are the first ``num_images`` of the first validation batch, so the same images are
-    shown at every step. Models with ``sample(n)`` also get a grid of ``num_samples`` samples.
+    shown at every step (a figure of a few images: they are reconstructed again here). Models
+    with ``sample(n)`` also get a grid of ``num_samples`` samples.
 
     Args:
         num_images: images per row.
@@ -43,7 +46,7 @@ class ReconstructionGrid(Callback):
     def on_validation_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
     ) -> None:
-        if self.images is None and batch_idx == 0 and dataloader_idx == 0:
+        if self.images is None and batch_idx == 0 and not is_training_pass(trainer, dataloader_idx):
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
             self.images = x[: self.num_images].detach().clone()
 

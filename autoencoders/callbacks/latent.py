@@ -1,4 +1,4 @@
-"""Figures and scores of a model's latent space, for models with ``embed(x)``."""
+"""Figures and scores of a model's latent space, from the ``codes`` its evaluation steps return."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from sklearn.model_selection import KFold, cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 
 from autoencoders.callbacks.image_grid import logged_step, tensorboard
+from autoencoders.data.base import is_training_pass
 
 
 class LatentPriorFigure(Callback):
@@ -20,7 +21,7 @@ class LatentPriorFigure(Callback):
     validation: shows whether the aggregated posterior matches the prior. Codes wider than 2
     are projected on the first two principal axes of the prior samples.
 
-    Needs ``embed(x)`` and ``sample_prior(n)``.
+    Reads the ``codes`` the validation steps return; needs ``sample_prior(n)``.
 
     Args:
         num_points: validation images embedded (and prior samples drawn).
@@ -28,27 +29,28 @@ class LatentPriorFigure(Callback):
 
     def __init__(self, num_points: int = 2000) -> None:
         self.num_points = num_points
-        self.images: list[torch.Tensor] = []
+        self.codes: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        self.images, self.labels = [], []
+        self.codes, self.labels = [], []
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
-        if sum(len(x) for x in self.images) < self.num_points:
-            self.images.append(batch[0])
+        if is_training_pass(trainer, dl_idx):
+            return
+        if sum(len(c) for c in self.codes) < self.num_points:
+            self.codes.append(outputs["codes"].detach())
             self.labels.append(batch[1])
 
     @rank_zero_only
     @torch.no_grad()
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         writer = tensorboard(trainer)
-        if writer is None or trainer.sanity_checking or not self.images:
+        if writer is None or trainer.sanity_checking or not self.codes:
             return
-        x = torch.cat(self.images)[: self.num_points]
+        codes = torch.cat(self.codes)[: self.num_points].float().cpu().numpy()
         labels = torch.cat(self.labels)[: self.num_points].cpu().numpy()
-        codes = pl_module.embed(x).float().cpu().numpy()
-        prior = pl_module.sample_prior(len(x)).float().cpu().numpy()
+        prior = pl_module.sample_prior(len(codes)).float().cpu().numpy()
         if codes.shape[1] > 2:
             pca = PCA(n_components=2).fit(prior)
             codes, prior = pca.transform(codes), pca.transform(prior)
@@ -70,8 +72,8 @@ class LatentMap(Callback):
     cross-validation over the points) and ``test/silhouette_<map>`` (silhouette of the classes).
     ``test/knn_acc_codes`` scores the full codes too.
 
-    Needs ``embed(x)``. The images are the first ``num_points`` of the test set (rank 0's shard
-    under DDP).
+    Reads the ``codes`` the test steps return. The images are the first ``num_points`` of the
+    test set (rank 0's shard under DDP).
 
     Args:
         num_points: test images mapped.
@@ -92,14 +94,16 @@ class LatentMap(Callback):
         self.seed = seed
         self.class_names = class_names
         self.images: list[torch.Tensor] = []
+        self.codes: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
 
     def on_test_epoch_start(self, trainer, pl_module) -> None:
-        self.images, self.labels = [], []
+        self.images, self.codes, self.labels = [], [], []
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
         if sum(len(x) for x in self.images) < self.num_points:
             self.images.append(batch[0].detach())
+            self.codes.append(outputs["codes"].detach())
             self.labels.append(batch[1].detach())
 
     @torch.no_grad()
@@ -108,7 +112,7 @@ class LatentMap(Callback):
             return
         x = torch.cat(self.images)[: self.num_points]
         labels = torch.cat(self.labels)[: self.num_points].cpu().numpy()
-        codes = pl_module.embed(x).float().cpu().numpy()
+        codes = torch.cat(self.codes)[: self.num_points].float().cpu().numpy()
         pixels = x.flatten(1).float().cpu().numpy()
         maps = {
             "latent": codes if codes.shape[1] == 2 else PCA(2).fit_transform(codes),

@@ -1,4 +1,4 @@
-"""NELBO and IWAE evaluation for any model with ``elbo_terms`` (and ``log_likelihood``)."""
+"""NELBO and IWAE evaluation for models whose evaluation steps return ``rec`` and ``kl``."""
 
 from __future__ import annotations
 
@@ -7,13 +7,18 @@ from pytorch_lightning import Callback, LightningModule, Trainer
 from torch import nn
 from torchmetrics import MeanMetric
 
+from autoencoders.data.base import is_training_pass
+
 
 class NELBOMetrics(Callback):
     """Logs the negative ELBO and its two terms on validation and test, and the IWAE bound on
     test: ``{stage}/nelbo``, ``{stage}/rec``, ``{stage}/kl`` and ``test/nll_iwae``, in nats per
     image, averaged over the whole split (torchmetrics, so correct under DDP).
 
-    ``nelbo = rec + kl`` always (beta = 1), whatever beta the model trains with.
+    ``rec`` and ``kl`` are the per-image terms that the model's validation and test steps return
+    (the same z samples as ``{stage}/loss``); ``nelbo = rec + kl`` always (beta = 1), whatever
+    beta the model trains with. The IWAE bound needs more than the step computed: it calls the
+    model's ``log_likelihood(x, k)`` on every test batch, k importance samples per image.
 
     Args:
         iwae_samples: importance samples k of ``test/nll_iwae = -log_likelihood(x, k)``
@@ -39,15 +44,18 @@ class NELBOMetrics(Callback):
         self.metrics.to(pl_module.device)
 
     @torch.no_grad()
-    def _update(self, pl_module: LightningModule, batch, stage: str) -> None:
-        x = batch[0]
-        terms = pl_module.elbo_terms(x)
+    def _update(self, pl_module: LightningModule, outputs, batch, stage: str) -> None:
+        if not isinstance(outputs, dict) or not {"rec", "kl"} <= outputs.keys():
+            raise RuntimeError(
+                "NELBOMetrics reads the 'rec' and 'kl' that validation_step and test_step "
+                "return; this model's steps return none"
+            )
         metrics = self.metrics[stage]
-        metrics["rec"].update(terms["rec"])
-        metrics["kl"].update(terms["kl"])
-        metrics["nelbo"].update(terms["rec"] + terms["kl"])
+        metrics["rec"].update(outputs["rec"])
+        metrics["kl"].update(outputs["kl"])
+        metrics["nelbo"].update(outputs["rec"] + outputs["kl"])
         if stage == "test" and self.iwae_samples > 0:
-            metrics["nll_iwae"].update(-pl_module.log_likelihood(x, self.iwae_samples))
+            metrics["nll_iwae"].update(-pl_module.log_likelihood(batch[0], self.iwae_samples))
 
     def _log(self, pl_module: LightningModule, stage: str) -> None:
         for name, metric in self.metrics[stage].items():
@@ -56,10 +64,11 @@ class NELBOMetrics(Callback):
             metric.reset()
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
-        self._update(pl_module, batch, "val")
+        if not is_training_pass(trainer, dl_idx):
+            self._update(pl_module, outputs, batch, "val")
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
-        self._update(pl_module, batch, "test")
+        self._update(pl_module, outputs, batch, "test")
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         self._log(pl_module, "val")

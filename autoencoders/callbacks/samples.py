@@ -11,6 +11,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torchvision.utils import make_grid
 
 from autoencoders.callbacks.image_grid import logged_step, tensorboard
+from autoencoders.data.base import is_training_pass
 from autoencoders.models.classifier import newest_match
 
 
@@ -110,15 +111,16 @@ def class_counts(checkpoint: str, samples: torch.Tensor, device: torch.device) -
 
 class LatentGaussianGrid(Callback):
     """Generation from a plain autoencoder: after every validation, decodes ``num_samples``
-    codes drawn from a Gaussian fitted (mean and full covariance) to the codes of the first
-    ``num_fit`` training images, and interpolates linearly between the codes of pairs of
-    validation images (one row per pair, the two originals' reconstructions at its ends).
+    codes drawn from a Gaussian fitted (mean and full covariance) to the ``codes`` that the
+    validation steps return for the first ``num_fit`` validation images, and interpolates
+    linearly between the codes of pairs of validation images (one row per pair, the two
+    originals' reconstructions at its ends).
 
-    Needs ``embed(x)`` and ``decode(z)``.
+    Needs ``embed(x)`` and ``decode(z)`` for the interpolation rows.
 
     Args:
         num_samples: images in the sample grid.
-        num_fit: training images whose codes fit the Gaussian.
+        num_fit: validation images whose codes fit the Gaussian (this rank's).
         pairs: interpolation rows.
         steps: images per interpolation row.
         seed: seed of the sample draw (the training random stream is left alone).
@@ -134,21 +136,18 @@ class LatentGaussianGrid(Callback):
         self.steps = steps
         self.seed = seed
         self.images: torch.Tensor | None = None
+        self.codes: list[torch.Tensor] = []
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self.codes = []
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
+        if is_training_pass(trainer, dl_idx):
+            return
         if self.images is None and batch_idx == 0:
             self.images = batch[0][: 2 * self.pairs].detach().clone()
-
-    @torch.no_grad()
-    def _training_codes(self, trainer: Trainer, pl_module: LightningModule) -> torch.Tensor:
-        codes, seen = [], 0
-        for batch in trainer.datamodule.train_dataloader():
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            codes.append(pl_module.embed(x.to(pl_module.device)).float())
-            seen += len(x)
-            if seen >= self.num_fit:
-                break
-        return torch.cat(codes)[: self.num_fit]
+        if sum(len(c) for c in self.codes) < self.num_fit:
+            self.codes.append(outputs["codes"].detach().float())
 
     @torch.no_grad()
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -158,9 +157,9 @@ class LatentGaussianGrid(Callback):
         was_training = pl_module.training
         pl_module.eval()
         devices = [pl_module.device] if pl_module.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):  # binarized reads and the draw
+        with torch.random.fork_rng(devices=devices):  # the draw
             torch.manual_seed(self.seed)
-            codes = self._training_codes(trainer, pl_module)
+            codes = torch.cat(self.codes)[: self.num_fit]
             eye = torch.eye(codes.shape[1], device=codes.device)
             gaussian = torch.distributions.MultivariateNormal(
                 codes.mean(0), torch.cov(codes.T) + 1e-5 * eye

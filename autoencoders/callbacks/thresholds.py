@@ -1,11 +1,14 @@
-"""Anomaly detection for any model with ``anomaly_score(x) -> [B]``: a decision threshold fitted
-on validation scores, and the detection metrics it gives on test.
+"""Anomaly detection for any model whose evaluation steps return a per-image ``score``: a
+decision threshold fitted on validation scores, kept in the model, and the detection metrics it
+gives on test.
 
 Label 1 is the anomaly (PneumoniaMNIST: pneumonia); an image is called anomalous when its score
 is at least the threshold.
 """
 
 from __future__ import annotations
+
+import math
 
 import matplotlib.pyplot as plt
 import torch
@@ -17,18 +20,21 @@ from torchmetrics.classification import BinaryConfusionMatrix
 from torchmetrics.functional.classification import (
     binary_auroc,
     binary_average_precision,
+    binary_precision_recall_curve,
     binary_roc,
     binary_stat_scores,
 )
 from torchvision.utils import make_grid
 
 from autoencoders.callbacks.image_grid import logged_step, tensorboard
+from autoencoders.data.base import is_training_pass
 
 RULES = ("max_accuracy", "max_f1", "youden", "healthy_quantile")
 
 
 def fit_threshold(scores: Tensor, labels: Tensor, rule: str, quantile: float = 0.95) -> float:
-    """The threshold that ``rule`` picks among the observed scores.
+    """The threshold that ``rule`` picks among the observed scores, from torchmetrics' ROC and
+    precision-recall curves.
 
     Args:
         scores: anomaly scores ``[N]``.
@@ -43,20 +49,22 @@ def fit_threshold(scores: Tensor, labels: Tensor, rule: str, quantile: float = 0
     scores, labels = scores.double(), labels.long()
     if rule == "healthy_quantile":
         return torch.quantile(scores[labels == 0], quantile).item()
-    candidates = scores.unique()  # ascending
-    predicted = scores.unsqueeze(0) >= candidates.unsqueeze(1)  # [C, N]
-    positive = labels.bool().unsqueeze(0)
-    tp = (predicted & positive).sum(1).double()
-    fp = (predicted & ~positive).sum(1).double()
-    fn = (~predicted & positive).sum(1).double()
-    tn = (~predicted & ~positive).sum(1).double()
-    if rule == "max_accuracy":
-        objective = (tp + tn) / len(scores)
-    elif rule == "max_f1":
-        objective = 2 * tp / (2 * tp + fp + fn).clamp(min=1)
+    unit = unit_interval(scores)  # the curves' thresholds are on this monotone scale
+    if rule == "max_f1":
+        precision, recall, thresholds = binary_precision_recall_curve(unit, labels)  # ascending
+        f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-12)
+        best = thresholds[f1[:-1].argmax()]
     else:
-        objective = tp / (tp + fn) - fp / (fp + tn)
-    return candidates[objective.argmax()].item()
+        fpr, tpr, thresholds = binary_roc(unit, labels)  # descending, the first above every score
+        if rule == "youden":
+            objective = tpr - fpr
+        else:
+            positives = labels.sum()
+            objective = (tpr * positives + (1 - fpr) * (len(labels) - positives)) / len(labels)
+        lowest_best = len(objective) - 1 - objective.flip(0).argmax()
+        best = thresholds[lowest_best]
+    above = scores[unit >= best]  # back on the scores' scale, exactly
+    return above.min().item() if len(above) else float("inf")
 
 
 def unit_interval(scores: Tensor) -> Tensor:
@@ -86,17 +94,17 @@ def detection_metrics(scores: Tensor, labels: Tensor, threshold: float) -> dict[
 
 
 class AnomalyThreshold(Callback):
-    """Scores validation and test images with ``pl_module.anomaly_score``, fits the threshold on
-    validation, and reports detection metrics.
+    """Fits the model's anomaly threshold on the validation ``score`` outputs and reports
+    detection metrics.
 
     After every validation: ``val/auroc``, ``val/auprc``, ``val/threshold`` (and the metrics of
-    the new threshold on validation). After test: ``test/auroc``, ``test/auprc``, ``test/acc``,
-    ``test/balanced_acc``, ``test/f1``, ``test/sensitivity``, ``test/specificity`` at the last
-    fitted threshold, plus figures: score histograms per class with the threshold, the ROC curve,
-    the confusion matrix, and the worst false positives / negatives above their
-    reconstructions. Scores are gathered from every rank (torchmetrics ``CatMetric``), so the
-    numbers under DDP equal one process's. The threshold is saved in checkpoints, and
-    ``predict`` outputs get ``threshold`` and ``anomaly`` (0 / 1) columns.
+    the new threshold on validation); the threshold goes into the model's
+    ``anomaly_threshold`` buffer, so checkpoints carry it and a loaded model can ``detect``.
+    After test: ``test/auroc``, ``test/auprc``, ``test/acc``, ``test/balanced_acc``,
+    ``test/f1``, ``test/sensitivity``, ``test/specificity`` at the model's threshold, plus
+    figures: score histograms per class with the threshold, the ROC curve, the confusion matrix,
+    and the worst false positives / negatives above their reconstructions. Scores are gathered
+    from every rank (torchmetrics ``CatMetric``), so the numbers under DDP equal one process's.
 
     A validation set without anomalies cannot support a supervised rule: the callback warns and
     falls back to ``healthy_quantile`` instead of collapsing to the lowest score.
@@ -113,24 +121,18 @@ class AnomalyThreshold(Callback):
         self.rule = rule
         self.quantile = quantile
         self.num_worst = num_worst
-        self.threshold: float | None = None
         self.scores, self.labels = CatMetric(), CatMetric()
         self.images: list[Tensor] = []
+        self.reconstructions: list[Tensor] = []
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self.scores.to(pl_module.device)
         self.labels.to(pl_module.device)
 
-    def state_dict(self) -> dict:
-        return {"threshold": self.threshold, "rule": self.rule}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.threshold = state_dict["threshold"]
-
     def _start(self) -> None:
         self.scores.reset()
         self.labels.reset()
-        self.images = []
+        self.images, self.reconstructions = [], []
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._start()
@@ -138,18 +140,25 @@ class AnomalyThreshold(Callback):
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         self._start()
 
-    @torch.no_grad()
-    def _update(self, pl_module: LightningModule, batch) -> None:
+    def _update(self, outputs, batch) -> None:
+        if not isinstance(outputs, dict) or "score" not in outputs:
+            raise RuntimeError(
+                "AnomalyThreshold reads the 'score' that validation_step and test_step return; "
+                "this model's steps return none"
+            )
         x, y = batch
-        self.scores.update(pl_module.anomaly_score(x).float())
+        self.scores.update(outputs["score"].detach().float())
         self.labels.update(y.float())
         self.images.append(x.detach().cpu())
+        if "reconstruction" in outputs:
+            self.reconstructions.append(outputs["reconstruction"].detach().cpu())
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
-        self._update(pl_module, batch)
+        if not is_training_pass(trainer, dl_idx):
+            self._update(outputs, batch)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
-        self._update(pl_module, batch)
+        self._update(outputs, batch)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         scores, labels = self.scores.compute(), self.labels.compute().long()
@@ -163,39 +172,38 @@ class AnomalyThreshold(Callback):
             rule = "healthy_quantile"
         if trainer.sanity_checking:
             return
-        self.threshold = fit_threshold(scores, labels, rule, self.quantile)
-        logs = {"val/threshold": torch.tensor(self.threshold)}
+        threshold = fit_threshold(scores, labels, rule, self.quantile)
+        pl_module.anomaly_threshold.fill_(threshold)
+        logs = {"val/threshold": torch.tensor(threshold)}
         if labels.min() != labels.max():
-            metrics = detection_metrics(scores, labels, self.threshold)
+            metrics = detection_metrics(scores, labels, threshold)
             logs |= {f"val/{k}": v for k, v in metrics.items()}
         pl_module.log_dict({k: v.float() for k, v in logs.items()})
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.threshold is None:
-            rank_zero_warn("no threshold fitted yet (validate first): test metrics skipped")
+        threshold = pl_module.anomaly_threshold.item()
+        if math.isnan(threshold):
+            rank_zero_warn("the model has no anomaly threshold (validate first): test skipped")
             return
         scores, labels = self.scores.compute(), self.labels.compute().long()
-        metrics = detection_metrics(scores, labels, self.threshold)
+        metrics = detection_metrics(scores, labels, threshold)
         pl_module.log_dict({f"test/{k}": v.float() for k, v in metrics.items()})
         writer = tensorboard(trainer)
         if writer is not None and trainer.is_global_zero:
             step = logged_step(trainer)
-            writer.add_figure("test/scores", self._score_figure(scores, labels), step)
-            writer.add_figure("test/confusion_matrix", self._confusion_figure(scores, labels), step)
+            figure = self._score_figure(scores, labels, threshold)
+            writer.add_figure("test/scores", figure, step)
+            figure = self._confusion_figure(scores, labels, threshold)
+            writer.add_figure("test/confusion_matrix", figure, step)
             grid = self._worst_grid(pl_module, scores.cpu(), labels.cpu())
             writer.add_image("test/worst_errors", grid, step)
 
-    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
-        if self.threshold is not None and isinstance(outputs, dict) and "score" in outputs:
-            outputs["threshold"] = torch.full_like(outputs["score"], self.threshold)
-            outputs["anomaly"] = (outputs["score"] >= self.threshold).long()
-
-    def _score_figure(self, scores: Tensor, labels: Tensor):
+    def _score_figure(self, scores: Tensor, labels: Tensor, threshold: float):
         scores, labels = scores.cpu(), labels.cpu()
         fig, (hist, roc) = plt.subplots(1, 2, figsize=(11, 4))
         for value, name in ((0, "normal"), (1, "anomaly")):
             hist.hist(scores[labels == value].numpy(), bins=40, alpha=0.6, label=name)
-        hist.axvline(self.threshold, color="k", linestyle="--", label=f"threshold ({self.rule})")
+        hist.axvline(threshold, color="k", linestyle="--", label=f"threshold ({self.rule})")
         hist.set_xlabel("anomaly score")
         hist.set_ylabel("images")
         hist.legend()
@@ -208,14 +216,13 @@ class AnomalyThreshold(Callback):
         fig.tight_layout()
         return fig
 
-    def _confusion_figure(self, scores: Tensor, labels: Tensor):
+    def _confusion_figure(self, scores: Tensor, labels: Tensor, threshold: float):
         confusion = BinaryConfusionMatrix(sync_on_compute=False).to(scores.device)  # rank 0 only
-        confusion.update((scores >= self.threshold).long(), labels)
+        confusion.update((scores >= threshold).long(), labels)
         fig, _ = confusion.plot(labels=["normal", "anomaly"])
         fig.set_size_inches(4.5, 4.5)
         return fig
 
-    @torch.no_grad()
     def _worst_grid(self, pl_module: LightningModule, scores: Tensor, labels: Tensor) -> Tensor:
         """Top row: the highest-scoring normal images (false positives first) and the
         lowest-scoring anomalies; bottom row: their reconstructions (this rank's images)."""
@@ -230,8 +237,7 @@ class AnomalyThreshold(Callback):
                 anomaly[scores[anomaly].argsort()[:k]],
             ]
         )
-        x = images[worst].to(pl_module.device)
-        rows = [x]
-        if hasattr(pl_module, "reconstruct"):
-            rows.append(pl_module.reconstruct(x).clamp(0, 1))
-        return make_grid(torch.cat(rows), nrow=len(x), pad_value=1)
+        rows = [images[worst]]
+        if len(self.reconstructions) == len(self.images):
+            rows.append(torch.cat(self.reconstructions)[worst].clamp(0, 1))
+        return make_grid(torch.cat(rows), nrow=len(worst), pad_value=1)

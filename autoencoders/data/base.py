@@ -104,23 +104,30 @@ def _whole_batch(batch):
 
 
 class EpochShuffle(RandomSampler):
-    """A random permutation that depends only on ``seed`` and the epoch.
+    """A random permutation that depends only on ``seed``, the epoch and how many times the
+    loader was restarted within that epoch.
 
     Lightning calls ``set_epoch`` before every epoch, so a run resumed from a checkpoint sees the
-    same order as an uninterrupted one. Under DDP Lightning replaces it (it is a
-    ``RandomSampler``) with a ``DistributedSampler`` that does the same per rank.
+    same order as an uninterrupted one. A small labelled loader that a ``CombinedLoader``
+    restarts several times per epoch gets a new order at every restart. Under DDP Lightning
+    replaces it (it is a ``RandomSampler``) with a ``DistributedSampler`` that shuffles per rank
+    and epoch.
     """
 
     def __init__(self, data_source: Dataset, seed: int) -> None:
         super().__init__(data_source)
         self.seed = seed
         self.epoch = 0
+        self.restarts = 0  # iterations started in this epoch
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.epoch, self.restarts = epoch, 0
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        # restart 0 keeps the order of a loader that runs once per epoch: seed + epoch
+        seed = self.seed + self.epoch + 1_000_003 * self.restarts
+        generator = torch.Generator().manual_seed(seed)
+        self.restarts += 1
         yield from torch.randperm(len(self.data_source), generator=generator).tolist()
 
 
@@ -129,8 +136,25 @@ def batch_loader(dataset: InMemoryImages, batch_size: int, shuffle: bool) -> Dat
 
     Shuffling follows the global seed (``seed_everything``) and the epoch, see ``EpochShuffle``.
     """
+    if batch_size <= 0:
+        raise DataError(f"batch_size={batch_size} must be a positive number of images")
     sampler = EpochShuffle(dataset, torch.initial_seed()) if shuffle else None
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=_whole_batch)
+
+
+def wants_training_pass(trainer) -> bool:
+    """Whether validation in this ``fit`` starts with a pass over the training images: the model
+    or a callback has ``needs_training_pass`` true."""
+    if trainer is None or trainer.state.fn != "fit" or trainer.state.status != "running":
+        return False
+    users = [trainer.lightning_module, *trainer.callbacks]
+    return any(getattr(user, "needs_training_pass", False) for user in users)
+
+
+def is_training_pass(trainer, dataloader_idx: int) -> bool:
+    """Whether a validation batch of loader ``dataloader_idx`` is from the training pass."""
+    datamodule = getattr(trainer, "datamodule", None)
+    return dataloader_idx == 0 and getattr(datamodule, "has_training_pass", False)
 
 
 def static_binarize(images: Tensor, seed: int) -> Tensor:
@@ -151,6 +175,8 @@ class InMemoryDataModule(LightningDataModule):
     val_set: InMemoryImages
     test_set: InMemoryImages
 
+    has_training_pass = False  # whether val_dataloader put the training images first
+
     def __init__(self, root: str | None, batch_size: int, seed: int) -> None:
         super().__init__()
         self.root = Path(root if root is not None else default_root())
@@ -160,8 +186,18 @@ class InMemoryDataModule(LightningDataModule):
     def train_dataloader(self):
         return batch_loader(self.train_set, self.batch_size, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return batch_loader(self.val_set, self.batch_size, shuffle=False)
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The validation images; during ``fit``, when the model or a callback asks for
+        statistics over the training images (``needs_training_pass``), first those, unshuffled
+        and without random reads (Lightning shards both under DDP)."""
+        val = batch_loader(self.val_set, self.batch_size, shuffle=False)
+        self.has_training_pass = wants_training_pass(self.trainer)
+        if not self.has_training_pass:
+            return val
+        train = InMemoryImages(
+            self.train_set.images, self.train_set.targets, contrast=self.train_set.contrast
+        )
+        return [batch_loader(train, self.batch_size, shuffle=False), val]
 
     def test_dataloader(self) -> DataLoader:
         return batch_loader(self.test_set, self.batch_size, shuffle=False)

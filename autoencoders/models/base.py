@@ -1,37 +1,76 @@
-"""What several families share: ``{stage}/loss`` on validation and test, and optimizers built from
-the injected factories."""
+"""What every family shares: evaluation that returns what it computed, the anomaly threshold
+as model state, and optimizers and schedulers built from the injected factories."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+import torch
 from pytorch_lightning import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from autoencoders.data.base import is_training_pass
+
 
 class EvaluatedModule(LightningModule):
-    """Validation and test log ``{stage}/loss``: the mean over the whole split of
-    ``eval_loss(batch)`` (one value per image), a torchmetrics mean so DDP ranks agree.
-    Everything else is measured by callbacks."""
+    """Validation and test steps run ``evaluate(batch)`` once, log ``{stage}/loss`` (a
+    torchmetrics mean over the split, so DDP ranks agree) and return the outputs, which the
+    evaluation callbacks read in ``on_{validation,test}_batch_end`` instead of running the
+    model again.
+
+    ``evaluate`` returns per-image tensors ``[B, ...]``: always ``loss``, and what the family
+    computes on the way (``logits`` for classifiers, ``rec`` and ``kl`` for ELBO models,
+    ``score`` for anomaly scores, ``codes`` for embeddings).
+
+    When the model or a callback needs statistics over the training images
+    (``needs_training_pass``), the data module runs them as validation loader 0 before the
+    validation images; those batches go to ``training_pass_step`` and are not logged.
+
+    The anomaly decision threshold is the buffer ``anomaly_threshold`` (NaN until the
+    ``AnomalyThreshold`` callback fits it on validation), so a loaded checkpoint can call an
+    image normal or not without any callback (``detect``).
+    """
+
+    needs_training_pass = False
 
     def __init__(self) -> None:
         super().__init__()
         self.eval_losses = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
+        self.register_buffer("anomaly_threshold", torch.tensor(float("nan")))
 
-    def eval_loss(self, batch) -> Tensor:
-        """Per-image loss ``[B]`` of an evaluation batch."""
+    def evaluate(self, batch) -> dict[str, Tensor]:
+        """Per-image results of an evaluation batch, at least ``loss`` ``[B]``."""
         raise NotImplementedError
 
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+    def training_pass_step(self, batch) -> dict[str, Tensor]:
+        """A batch of training images seen in validation (see ``needs_training_pass``)."""
+        return self.evaluate(batch)
 
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
+        if is_training_pass(self.trainer, dataloader_idx):
+            return self.training_pass_step(batch)
+        return self._evaluate(batch, "val")
 
-    def _evaluate(self, batch, stage: str) -> None:
-        self.eval_losses[stage].update(self.eval_loss(batch))
-        self.log(f"{stage}/loss", self.eval_losses[stage], prog_bar=True)
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
+        return self._evaluate(batch, "test")
+
+    def _evaluate(self, batch, stage: str) -> dict[str, Tensor]:
+        outputs = self.evaluate(batch)
+        self.eval_losses[stage].update(outputs["loss"])
+        self.log(f"{stage}/loss", self.eval_losses[stage], prog_bar=True, add_dataloader_idx=False)
+        return outputs
+
+    def detect(self, x: Tensor) -> dict[str, Tensor]:
+        """``score`` (``anomaly_score``) and ``anomaly`` (1 where the score reaches the fitted
+        threshold) per image."""
+        if torch.isnan(self.anomaly_threshold):
+            raise RuntimeError(
+                "this model has no anomaly threshold: fit it with the AnomalyThreshold callback "
+                "(validation fits it and checkpoints save it)"
+            )
+        score = self.anomaly_score(x)
+        return {"score": score, "anomaly": (score >= self.anomaly_threshold).long()}
 
 
 def optimizer_config(optimizer, scheduler, params: Iterable) -> dict | object:
@@ -41,3 +80,13 @@ def optimizer_config(optimizer, scheduler, params: Iterable) -> dict | object:
     if scheduler is None:
         return built
     return {"optimizer": built, "lr_scheduler": scheduler(built)}
+
+
+def step_schedulers(module: LightningModule) -> None:
+    """Steps every learning-rate scheduler of a manual-optimization module (call it at the end
+    of each training epoch: Lightning steps them only under automatic optimization)."""
+    schedulers = module.lr_schedulers()
+    if schedulers is None:
+        return
+    for scheduler in schedulers if isinstance(schedulers, list) else [schedulers]:
+        scheduler.step()

@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from autoencoders.augment import augment
 from autoencoders.models.base import EvaluatedModule, optimizer_config
 from autoencoders.nn import MLP
 
@@ -33,8 +32,8 @@ class EncoderClassifier(EvaluatedModule):
             ``None`` trains the same network from scratch.
         freeze_encoder: keep the encoder's weights fixed (no gradients, eval mode).
         encoder_lr: learning rate of the encoder's parameters; ``None`` uses the optimizer's.
-        max_shift: training images are translated by up to this many pixels (0: off).
-        hflip: training images are mirrored left to right at random (clothes, not digits).
+        augment: augmentation policy of the training images
+            (``autoencoders.augment.Augment``; ``None``: off).
         tta_hflip: outside training, ``classify`` averages the class probabilities of each
             image and of its mirror image (test-time augmentation: the validation and test
             loss and every callback that calls ``classify``); training is unchanged.
@@ -51,8 +50,7 @@ class EncoderClassifier(EvaluatedModule):
         encoder_checkpoint: str | None = None,
         freeze_encoder: bool = False,
         encoder_lr: float | None = None,
-        max_shift: int = 0,
-        hflip: bool = False,
+        augment: nn.Module | None = None,
         tta_hflip: bool = False,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
@@ -65,6 +63,7 @@ class EncoderClassifier(EvaluatedModule):
         self.head = nn.Sequential(
             nn.Dropout(dropout), MLP(encoder.latent_dim, hidden, num_classes, dropout=dropout)
         )
+        self.augment = augment if augment is not None else nn.Identity()
         self.optimizer = optimizer
         self.scheduler = scheduler
 
@@ -99,15 +98,22 @@ class EncoderClassifier(EvaluatedModule):
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x, y = batch["labelled"] if isinstance(batch, dict) else batch
-        x = augment(x, self.hparams.max_shift, self.hparams.hflip)
+        x = self.augment(x)
         loss = F.cross_entropy(self(x), y)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def eval_loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
-        """Cross-entropy per image (accuracy comes from the accuracy callback)."""
+    def evaluate(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+        """Cross-entropy per image, the class ``logits`` (``classify``) and the encoder's
+        features as ``codes``."""
         x, y = batch
-        return F.cross_entropy(self.classify(x), y, reduction="none")
+        codes = self.encoder(x)
+        logits = self.classify(x) if self.hparams.tta_hflip else self.head(codes)
+        return {
+            "loss": F.cross_entropy(logits, y, reduction="none"),
+            "logits": logits,
+            "codes": codes,
+        }
 
     def configure_optimizers(self):
         groups = [{"params": list(self.head.parameters())}]

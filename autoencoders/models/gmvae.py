@@ -8,7 +8,6 @@ sample z ~ q(z|x) that the reconstruction term uses: kl = log q(z|x) - log p(z).
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
@@ -26,7 +25,6 @@ class GMVAE(VAE):
         decoder: maps ``z_dim`` codes to image logits.
         k: number of mixture components.
         beta: weight of the KL term in the training loss.
-        score: what ``anomaly_score`` returns (see ``VAE``).
         iwae_chunk: importance samples decoded at once by ``log_likelihood``.
         optimizer: optimizer factory, called with the parameters.
         scheduler: optional learning-rate scheduler factory, stepped every epoch.
@@ -38,12 +36,11 @@ class GMVAE(VAE):
         decoder: nn.Module,
         k: int = 500,
         beta: float = 1.0,
-        score: Literal["nelbo", "rec"] = "nelbo",
         iwae_chunk: int = 250,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        super().__init__(encoder, decoder, beta, score, iwae_chunk, optimizer, scheduler)
+        super().__init__(encoder, decoder, beta, iwae_chunk, optimizer, scheduler)
         self.save_hyperparameters()
         # Means start close together around 0 (as in the homework), variances at 1.
         self.prior_means = nn.Parameter(torch.randn(k, self.z_dim) / math.sqrt(k * self.z_dim))

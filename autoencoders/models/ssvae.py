@@ -12,14 +12,13 @@ and the training loss (eq. 9) is ``gen_weight * (mean -L + mean -U) + class_weig
 the classifier's cross-entropy on the labelled batch. ``gen_weight = 0`` leaves only the
 classifier to train: the supervised-only baseline.
 
-Optionally (not in M2, default off) the classifier alone also sees augmented images: random
-shifts, rotations and scalings of the labelled batch for its cross-entropy, and
-(``consistency_weight > 0``) of the unlabelled batch, whose target is the class predicted for the
-untouched image where that prediction is confident (``losses.consistency``, FixMatch-style). The
-ELBO terms always use the untouched images, so the generative model and its NELBO are M2's.
-``balance_weight > 0`` adds KL(mean q(y|x) || uniform) over each unlabelled batch
-(``losses.class_balance``), which keeps the classifier from dropping a class it learnt badly from
-the few labels: the job an AAE's label discriminator does.
+Optionally (not in M2, default off) the classifier alone also sees augmented images
+(``augment``): the labelled batch for its cross-entropy, and, with a ``consistency`` component,
+an augmented view of the unlabelled batch, whose target is the class predicted for the untouched
+image where that prediction is confident (FixMatch-style). The component's class-balance term,
+KL(mean q(y|x) || uniform) over each unlabelled batch, keeps the classifier from dropping a class
+it learnt badly from the few labels: the job an AAE's label discriminator does. The ELBO terms
+always use the untouched images, so the generative model and its NELBO are M2's.
 """
 
 from __future__ import annotations
@@ -34,8 +33,8 @@ from torch import Tensor, nn
 
 from autoencoders import distributions as D
 from autoencoders import losses
-from autoencoders.augment import augment
-from autoencoders.models.base import EvaluatedModule, optimizer_config
+from autoencoders.consistency import Consistency
+from autoencoders.models.base import EvaluatedModule, optimizer_config, step_schedulers
 
 
 class SSVAE(EvaluatedModule):
@@ -53,17 +52,9 @@ class SSVAE(EvaluatedModule):
         image_shape: ``(channels, height, width)`` of the images.
         class_weight: weight of the labelled cross-entropy (alpha; CS236 uses 100).
         gen_weight: weight of the ELBO terms; 0 trains the classifier alone.
-        max_shift: random shifts of up to this many pixels of the classifier's training images.
-        max_degrees: random rotations of up to this many degrees of those images.
-        max_scale: random scalings by up to this fraction of those images.
-        consistency_weight: weight of the unlabelled consistency term (0: off, M2).
-        consistency_threshold: 0 uses the untouched image's class probabilities as a soft
-            target; above 0, the most probable class where its probability reaches it.
-        align_targets: rescale the consistency targets by uniform / the classifier's running
-            mean prediction on unlabelled images (``losses.align_distribution``), against a
-            class the classifier under-predicts.
-        balance_weight: weight of KL(mean q(y|x) || uniform) over each unlabelled batch (0: off,
-            M2).
+        augment: augmentation policy of the classifier's training images (``None``: off).
+        consistency: the unlabelled terms of the classifier
+            (``autoencoders.consistency.Consistency``; ``None``: M2).
         optimizer: optimizer factory, called with the trainable parameters.
         scheduler: optional learning-rate scheduler factory, stepped at the end of each epoch.
     """
@@ -78,13 +69,8 @@ class SSVAE(EvaluatedModule):
         image_shape: Sequence[int] = (1, 28, 28),
         class_weight: float = 100.0,
         gen_weight: float = 1.0,
-        max_shift: int = 0,
-        max_degrees: float = 0.0,
-        max_scale: float = 0.0,
-        consistency_weight: float = 0.0,
-        consistency_threshold: float = 0.0,
-        align_targets: bool = False,
-        balance_weight: float = 0.0,
+        augment: nn.Module | None = None,
+        consistency: Consistency | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -97,12 +83,8 @@ class SSVAE(EvaluatedModule):
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.z_dim = z_dim
-        if align_targets and consistency_weight <= 0:
-            raise ValueError(
-                "align_targets rescales the consistency targets: it needs consistency_weight > 0"
-            )
-        if align_targets:  # running mean of q(y|x) on unlabelled batches, saved in checkpoints
-            self.register_buffer("mean_prediction", torch.full((n_classes,), 1.0 / n_classes))
+        self.augment = augment if augment is not None else nn.Identity()
+        self.consistency = consistency
         _check_size("decoder input", decoder, "in_features", z_dim + n_classes, "z_dim + n_classes")
         _check_size("encoder output", encoder, "out_features", 2 * z_dim, "2 * z_dim")
         if gen_weight == 0:  # nothing trains them: say so, so the optimizer skips them
@@ -170,36 +152,24 @@ class SSVAE(EvaluatedModule):
         terms = self.elbo_terms(x)
         return terms["rec"] + terms["kl"]
 
-    def _augment(self, x: Tensor) -> Tensor:
-        hp = self.hparams
-        return augment(x, hp.max_shift, max_degrees=hp.max_degrees, max_scale=hp.max_scale)
-
-    def consistency_loss(self, x: Tensor, logits: Tensor | None = None) -> Tensor:
-        """Mean ``losses.consistency`` of the classifier on augmented views of ``x`` against its
-        prediction, without gradient, for ``x`` itself (``logits``, when the caller has them)."""
-        with torch.no_grad():
-            target = (self.classify(x) if logits is None else logits).softmax(dim=1)
-            if self.hparams.align_targets:
-                target = losses.track_and_align(target, self.mean_prediction)
-        logits = self.classify(self._augment(x))
-        return losses.consistency(logits, target, self.hparams.consistency_threshold).mean()
-
     def loss(self, x_u: Tensor, x_l: Tensor, y_l: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Eq. 9: weighted ELBO terms plus weighted labelled cross-entropy (plus the weighted
-        consistency and class-balance terms when on); and its parts."""
+        """Eq. 9: weighted ELBO terms plus weighted labelled cross-entropy (plus the consistency
+        component's terms, when given); and its parts."""
         hp = self.hparams
-        cls = F.cross_entropy(self.classify(self._augment(x_l)), y_l)
+        cls = F.cross_entropy(self.classify(self.augment(x_l)), y_l)
         logs = {"train/cls": cls}
         loss = hp.class_weight * cls
         logits_u = None  # q(y|x) of the untouched unlabelled images, computed once if needed
-        if hp.gen_weight > 0 or hp.consistency_weight > 0 or hp.balance_weight > 0:
+        if hp.gen_weight > 0 or self.consistency is not None:
             logits_u = self.classify(x_u)
-        if hp.consistency_weight > 0:
-            logs["train/consistency"] = self.consistency_loss(x_u, logits_u.detach())
-            loss = loss + hp.consistency_weight * logs["train/consistency"]
-        if hp.balance_weight > 0:
-            logs["train/balance"] = losses.class_balance(logits_u.softmax(dim=1))
-            loss = loss + hp.balance_weight * logs["train/balance"]
+        if self.consistency is not None:
+            if self.consistency.weight > 0:
+                view_logits = self.classify(self.augment(x_u))
+                logs["train/consistency"] = self.consistency(view_logits, logits_u)
+                loss = loss + logs["train/consistency"]
+            if self.consistency.balance_weight > 0:
+                logs["train/balance"] = self.consistency.balance(logits_u)
+                loss = loss + logs["train/balance"]
         if hp.gen_weight > 0:
             unlabelled = sum(self.elbo_terms(x_u, logits_u).values()).mean()
             labelled = sum(self.labelled_nelbo(x_l, y_l).values()).mean()
@@ -217,14 +187,14 @@ class SSVAE(EvaluatedModule):
         self.log_dict({k: v.detach() for k, v in logs.items()}, prog_bar=True)
 
     def on_train_epoch_end(self) -> None:
-        scheduler = self.lr_schedulers()
-        if scheduler is not None:
-            scheduler.step()
+        step_schedulers(self)
 
-    def eval_loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
-        """The label-free NELBO -U(x), so ``val/loss`` (checkpoint selection) uses no labels;
-        accuracy comes from the accuracy callback."""
-        return self.anomaly_score(batch[0])
+    def evaluate(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+        """The label-free NELBO -U(x) as ``loss`` (so checkpoint selection uses no labels), its
+        ``rec`` and ``kl``, and the class ``logits`` it was computed with."""
+        logits = self.classify(batch[0])
+        terms = self.elbo_terms(batch[0], logits)
+        return {"loss": terms["rec"] + terms["kl"], **terms, "logits": logits}
 
     def configure_optimizers(self):
         trainable = [p for p in self.parameters() if p.requires_grad]

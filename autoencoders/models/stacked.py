@@ -135,10 +135,17 @@ class StackedAutoencoder(EvaluatedModule):
         self.log_dict({"train/loss": loss, "train/stage": float(self.stage)}, prog_bar=True)
         return loss
 
-    def eval_loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
-        """The classifier's cross-entropy per image (high until fine-tuning starts)."""
+    def evaluate(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+        """The classifier's cross-entropy per image (high until fine-tuning starts), its
+        ``logits`` and the top layer's ``codes`` (no dropout outside training)."""
         x, y = batch
-        return F.cross_entropy(self(x), y, reduction="none")
+        codes = self.embed(x)
+        logits = self.head(codes)
+        return {
+            "loss": F.cross_entropy(logits, y, reduction="none"),
+            "logits": logits,
+            "codes": codes,
+        }
 
     def configure_optimizers(self):
         return optimizer_config(self.optimizer, self.scheduler, self.parameters())

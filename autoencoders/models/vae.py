@@ -8,8 +8,6 @@ NELBO callback, the IWAE bound) always uses beta = 1, so the numbers compare acr
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
@@ -26,8 +24,6 @@ class VAE(EvaluatedModule):
         encoder: maps images to ``2 * z_dim`` numbers: the mean, then the log-variance.
         decoder: maps ``z_dim`` codes to image logits.
         beta: weight of the KL term in the training loss (1 is the VAE).
-        score: what ``anomaly_score`` returns: ``"nelbo"`` (rec + kl, one z sample) or
-            ``"rec"`` (reconstruction loss of the decoded posterior mean).
         iwae_chunk: importance samples decoded at once by ``log_likelihood`` (memory knob).
         optimizer: optimizer factory, called with the parameters.
         scheduler: optional learning-rate scheduler factory, stepped every epoch.
@@ -38,7 +34,6 @@ class VAE(EvaluatedModule):
         encoder: nn.Module,
         decoder: nn.Module,
         beta: float = 1.0,
-        score: Literal["nelbo", "rec"] = "nelbo",
         iwae_chunk: int = 250,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
@@ -51,6 +46,8 @@ class VAE(EvaluatedModule):
                 f"encoder latent_dim={enc} must be twice decoder latent_dim={dec} "
                 "(the encoder outputs a mean and a log-variance per latent dimension)"
             )
+        if iwae_chunk <= 0:
+            raise ValueError(f"iwae_chunk={iwae_chunk} must be positive")
         self.encoder = encoder
         self.decoder = decoder
         self.optimizer = optimizer
@@ -81,9 +78,14 @@ class VAE(EvaluatedModule):
     # Protocols.
     def elbo_terms(self, x: Tensor) -> dict[str, Tensor]:
         """Per-image ``rec`` (Bernoulli NLL, one z sample) and ``kl``: the NELBO is their sum."""
+        return self._elbo(x)[0]
+
+    def _elbo(self, x: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """``elbo_terms`` and the posterior means they were computed from."""
         mu, logvar = self(x)
         z = D.reparameterize(mu, logvar)
-        return {"rec": losses.bernoulli_nll(self.decoder(z), x), "kl": self.kl(mu, logvar, z)}
+        rec = losses.bernoulli_nll(self.decoder(z), x)
+        return {"rec": rec, "kl": self.kl(mu, logvar, z)}, mu
 
     @torch.no_grad()
     def log_likelihood(self, x: Tensor, k: int) -> Tensor:
@@ -117,9 +119,7 @@ class VAE(EvaluatedModule):
         return self.decode(self.sample_prior(n))
 
     def anomaly_score(self, x: Tensor) -> Tensor:
-        """Negative ELBO (``score="nelbo"``) or reconstruction loss (``"rec"``) per image."""
-        if self.hparams.score == "rec":
-            return losses.bernoulli_nll(self.decoder(self(x)[0]), x)
+        """Negative ELBO per image (one z sample)."""
         terms = self.elbo_terms(x)
         return terms["rec"] + terms["kl"]
 
@@ -131,13 +131,16 @@ class VAE(EvaluatedModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, terms = self.loss(batch[0])
         loss = loss.mean()
-        terms = {f"train/{k}": v.mean() for k, v in terms.items()}
-        self.log_dict({"train/loss": loss} | terms, prog_bar=True)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log_dict({"train/rec": terms["rec"].mean(), "train/kl": terms["kl"].mean()})
         return loss
 
-    def eval_loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
-        """The training loss per image (NELBO and IWAE come from the NELBO callback)."""
-        return self.loss(batch[0])[0]
+    def evaluate(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+        """The training loss per image, its ``rec`` and ``kl``, the NELBO as anomaly ``score``,
+        and the posterior means as ``codes``."""
+        terms, mu = self._elbo(batch[0])
+        loss = terms["rec"] + self.hparams.beta * terms["kl"]
+        return {"loss": loss, **terms, "score": terms["rec"] + terms["kl"], "codes": mu}
 
     def configure_optimizers(self):
         return optimizer_config(self.optimizer, self.scheduler, self.parameters())

@@ -1,0 +1,57 @@
+"""The unlabelled terms that the semi-supervised models share (AAE, SSVAE): pseudo-label
+consistency and class balance, one injected component instead of flags on each model.
+
+- Consistency (FixMatch, Sohn et al. 2020): the label predicted for a clean unlabelled image,
+  without gradient, is the target for the model's augmented training view of the same image;
+  with ``threshold > 0`` only where that prediction is confident, as a hard label.
+- Class balance (CatGAN's marginal entropy term, Springenberg 2016): KL(mean prediction ||
+  uniform) over a batch, so that no class is dropped or swallows the rest.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from autoencoders import losses
+
+
+class Consistency(nn.Module):
+    """Weighted consistency and class-balance terms on an unlabelled batch.
+
+    The view it trains on is the model's own training view (its ``augment`` policy, plus input
+    noise where the model adds it); the target is the model's prediction for the clean images.
+
+    Args:
+        weight: weight of the consistency term (0: off, only the balance term).
+        threshold: 0 uses the clean prediction's probabilities as a soft target; above 0, its
+            most probable class is a hard target where its probability reaches ``threshold``,
+            and other images add nothing.
+        balance_weight: weight of the class-balance term (0: off).
+    """
+
+    def __init__(
+        self, weight: float = 1.0, threshold: float = 0.95, balance_weight: float = 0.0
+    ) -> None:
+        super().__init__()
+        if weight < 0 or balance_weight < 0 or not 0 <= threshold <= 1:
+            raise ValueError(
+                "Consistency needs weight >= 0, balance_weight >= 0 and 0 <= threshold <= 1; "
+                f"got {weight}, {balance_weight}, {threshold}"
+            )
+        self.weight, self.threshold, self.balance_weight = weight, threshold, balance_weight
+
+    def forward(self, view_logits: Tensor, clean_logits: Tensor) -> Tensor:
+        """``weight`` times the mean consistency loss of ``view_logits`` ``[B, K]`` against the
+        prediction ``clean_logits`` ``[B, K]`` (detached here)."""
+        target = clean_logits.detach().softmax(dim=1)
+        return self.weight * losses.consistency(view_logits, target, self.threshold).mean()
+
+    def balance(self, logits: Tensor) -> Tensor:
+        """``balance_weight`` times KL(mean softmax(logits) || uniform) of the batch."""
+        return self.balance_weight * losses.class_balance(logits.softmax(dim=1))
+
+    def extra_repr(self) -> str:
+        return (
+            f"weight={self.weight}, threshold={self.threshold}, "
+            f"balance_weight={self.balance_weight}"
+        )
