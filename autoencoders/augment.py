@@ -82,9 +82,3 @@ class Augment(nn.Module):
         if self.hflip:
             x = random_hflip(x)
         return x
-
-    def extra_repr(self) -> str:
-        return (
-            f"max_shift={self.max_shift}, max_degrees={self.max_degrees}, "
-            f"max_scale={self.max_scale}, hflip={self.hflip}"
-        )

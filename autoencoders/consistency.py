@@ -1,12 +1,6 @@
 """The unlabelled terms that the semi-supervised models share (AAE, SSVAE): pseudo-label
-consistency and class balance, one injected component instead of flags on each model.
-
-- Consistency (FixMatch, Sohn et al. 2020): the label predicted for a clean unlabelled image,
-  without gradient, is the target for the model's augmented training view of the same image;
-  with ``threshold > 0`` only where that prediction is confident, as a hard label.
-- Class balance (CatGAN's marginal entropy term, Springenberg 2016): KL(mean prediction ||
-  uniform) over a batch, so that no class is dropped or swallows the rest.
-"""
+consistency (FixMatch, Sohn et al. 2020) and class balance (CatGAN's marginal entropy term,
+Springenberg 2016: no class is dropped or swallows the rest), one injected component."""
 
 from __future__ import annotations
 
@@ -46,12 +40,6 @@ class Consistency(nn.Module):
         target = clean_logits.detach().softmax(dim=1)
         return self.weight * losses.consistency(view_logits, target, self.threshold).mean()
 
-    def balance(self, logits: Tensor) -> Tensor:
-        """``balance_weight`` times KL(mean softmax(logits) || uniform) of the batch."""
-        return self.balance_weight * losses.class_balance(logits.softmax(dim=1))
-
-    def extra_repr(self) -> str:
-        return (
-            f"weight={self.weight}, threshold={self.threshold}, "
-            f"balance_weight={self.balance_weight}"
-        )
+    def balance(self, probs: Tensor) -> Tensor:
+        """``balance_weight`` times KL(mean class probabilities || uniform) of the batch."""
+        return self.balance_weight * losses.class_balance(probs)

@@ -24,10 +24,8 @@ class ReconstructionScore(nn.Module):
         blur: size of a box blur applied to image and reconstruction first (0 or 1: none; odd):
             it discounts pixel-level noise and texture that differ between X-ray sources.
         standardize: each pixel's error is standardised with its mean and standard deviation
-            over the healthy training images, then averaged: an error where healthy images are
-            reconstructed well weighs more than the same error where they are not. The model
-            gathers the statistics in a pass over the training images before every validation
-            during ``fit`` (sharded under DDP, summed across ranks); they are buffers, saved in
+            over the healthy training images (``gather`` / ``finish``, in the model's training
+            pass before every validation during ``fit``), then averaged; buffers, so saved in
             the checkpoint.
     """
 

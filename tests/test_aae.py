@@ -139,7 +139,7 @@ def test_balance_term_spreads_a_collapsed_label_code_over_the_classes():
 
     start, classes_at_start = spread()
     for _ in range(200):
-        balance = model.consistency.balance(model.classify(x))
+        balance = model.consistency.balance(model.classify(x).softmax(1))
         optimizer.zero_grad(), balance.backward(), optimizer.step()
     end, classes_at_end = spread()
     assert classes_at_start == 1 and start > 2.0

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from experiments.__main__ import CONFIGS, main, resolve_config
@@ -86,13 +87,41 @@ def test_resume_continues_exactly(fake_root):
         torch.testing.assert_close(a, b, msg=name, equal_nan=True)  # NaN: no threshold
 
 
+VARIANTS = [c for c in CONFIG_FILES if c.read_text().startswith("# base:")]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=[c.stem for c in VARIANTS])
+def test_a_variant_config_is_its_base_with_its_changes(variant, capsys):
+    """A variant holds only what differs; --print_config shows the whole resolved config, and
+    no two configs copy a model block."""
+    base = resolve_config(variant.read_text().splitlines()[0].removeprefix("# base:").strip())
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(variant), "--print_config"])
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", base, "--print_config"])
+    of_base = yaml.safe_load(capsys.readouterr().out)
+    changes = yaml.safe_load(variant.read_text())
+    for section in ("model", "data", "trainer"):
+        assert resolved[section].keys() == of_base[section].keys(), section
+    assert resolved["model"]["class_path"] == changes.get("model", {}).get(
+        "class_path", of_base["model"]["class_path"]
+    )
+    assert resolved != of_base, "a variant changes something"
+    base_model = yaml.safe_load(Path(base).read_text())["model"]["init_args"]
+    changed = changes.get("model", {}).get("init_args", {})
+    assert len(changed) < len(base_model), "the variant copies its base's model block"
+
+
 def test_test_and_predict_subcommands_use_a_checkpoint(fake_root):
     short_fit(fake_root)
     last = "--ckpt_path=runs/ae_mnist/version_0/checkpoints/last.ckpt"
     tested = main(["test", "--config", "ae_mnist", *short(fake_root, last)])
     assert "test/mse" in tested.trainer.callback_metrics
     predicted = main(["predict", "--config", "ae_mnist", *short(fake_root, last)])
-    assert predicted.trainer.predict_loop.predictions is not None
+    batches = predicted.trainer.predict_loop.predictions
+    assert sum(len(b["score"]) for b in batches) == len(predicted.datamodule.test_set)
+    assert all(b["reconstruction"].shape[1:] == (1, 28, 28) for b in batches)
 
 
 def test_command_line_model_arguments_win_over_the_checkpoint(fake_root, monkeypatch):

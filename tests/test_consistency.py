@@ -32,10 +32,10 @@ def test_threshold_keeps_confident_hard_labels_only():
 
 
 def test_balance_is_the_weighted_kl_of_the_mean_prediction_to_uniform():
-    logits = torch.randn(8, 5)
-    expected = 3.0 * losses.class_balance(logits.softmax(1))
-    torch.testing.assert_close(Consistency(balance_weight=3.0).balance(logits), expected)
-    assert Consistency().balance(logits) == 0  # off by default
+    probs = torch.randn(8, 5).softmax(1)
+    expected = 3.0 * losses.class_balance(probs)
+    torch.testing.assert_close(Consistency(balance_weight=3.0).balance(probs), expected)
+    assert Consistency().balance(probs) == 0  # off by default
 
 
 @pytest.mark.parametrize(

@@ -17,10 +17,12 @@ def first_images(datamodule, n: int = 8) -> torch.Tensor:
 
 
 class ParametersAtTrainStart(Callback):
-    """The parameters once training starts (after a pre-trained encoder was loaded)."""
+    """The parameters and buffers once training starts (after a pre-trained encoder was
+    loaded)."""
 
     def on_train_start(self, trainer, pl_module):
         self.parameters = {k: v.detach().clone() for k, v in pl_module.named_parameters()}
+        self.buffers = {k: v.detach().clone() for k, v in pl_module.named_buffers()}
 
 
 @pytest.fixture(params=CONFIG_FILES, ids=CONFIG_IDS)
@@ -68,6 +70,11 @@ def test_one_step_changes_every_trainable_parameter_and_logs_losses(family, tmp_
     for name, p in model.named_parameters():
         moved = not torch.equal(before[name], p)
         assert moved == p.requires_grad, f"{name}: requires_grad={p.requires_grad}, moved={moved}"
+    for module_name, module in model.named_modules():  # a frozen network keeps its buffers
+        params = list(module.parameters())
+        if params and not any(p.requires_grad for p in params):  # (BatchNorm statistics) too
+            for name, buffer in module.named_buffers(prefix=module_name):
+                assert torch.equal(snapshot.buffers[name], buffer), f"frozen {name} moved"
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
     trainer.validate(model, datamodule=datamodule, verbose=False)
     assert torch.isfinite(trainer.callback_metrics["val/loss"])
@@ -161,7 +168,7 @@ def test_channels_last_networks_compute_the_same_function():
 
 
 def test_mismatched_latent_sizes_fail_early():
-    with pytest.raises(ValueError, match="latent_dim=8 but decoder latent_dim=16"):
+    with pytest.raises(ValueError, match="MLPDecoder latent_dim=16, expected 8"):
         Autoencoder(MLPEncoder(8), MLPDecoder(16))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import torch
-import torch.nn.functional as F
 from pytorch_lightning import Callback, LightningModule, Trainer
 from sklearn.metrics import classification_report
 from torchmetrics import CatMetric
@@ -51,7 +50,7 @@ class ClassificationMetrics(Callback):
         self.accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.confusion = MulticlassConfusionMatrix(num_classes)
         self.predicted, self.targets = CatMetric(), CatMetric()
-        self.counts = {"train": None, "eval": None}  # [clusters, classes] while clustering
+        self.counts: torch.Tensor | None = None  # [clusters, classes] of the training pass
         self.cluster_to_label: torch.Tensor | None = None
 
     @property
@@ -71,7 +70,6 @@ class ClassificationMetrics(Callback):
     def _start(self) -> None:
         for metric in (self.accuracy, self.confusion, self.predicted, self.targets):
             metric.reset()
-        self.counts = {"train": None, "eval": None}
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._start()
@@ -79,24 +77,27 @@ class ClassificationMetrics(Callback):
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         self._start()
 
-    def _count(self, split: str, logits: torch.Tensor, y: torch.Tensor) -> None:
+    def _count(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """Adds a training-pass batch to the cluster x label counts."""
         k = logits.shape[1]
         pairs = logits.argmax(dim=1) * self.num_classes + y
         counts = torch.bincount(pairs, minlength=k * self.num_classes).view(k, self.num_classes)
-        previous = self.counts[split]
-        self.counts[split] = counts if previous is None else previous + counts
+        self.counts = counts if self.counts is None else self.counts + counts
 
-    def _update(self, outputs, batch, split: str = "eval") -> None:
+    def _update(self, trainer: Trainer, outputs, batch) -> None:
         if not isinstance(outputs, dict) or "logits" not in outputs:
             raise RuntimeError(
                 "ClassificationMetrics reads the 'logits' that validation_step and test_step "
                 "return; this model's steps return none"
             )
-        logits, y = outputs["logits"].detach(), batch[1]
+        predicted, y = outputs["logits"].argmax(dim=1), batch[1]
         if self.clusters:
-            self._count(split, logits, y)
-            return
-        predicted = logits.argmax(dim=1)
+            if self.counts is not None:  # the training pass just ended: a new map, all ranks'
+                counts = trainer.strategy.reduce(self.counts.float(), reduce_op="sum")
+                self.cluster_to_label, self.counts = counts.argmax(dim=1), None
+            if self.cluster_to_label is None:
+                return
+            predicted = self.cluster_to_label.to(predicted.device)[predicted]
         self.accuracy.update(predicted, y)
         self.confusion.update(predicted, y)
         if self.report:
@@ -104,32 +105,19 @@ class ClassificationMetrics(Callback):
             self.targets.update(y.float())
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
-        self._update(outputs, batch, "train" if is_training_pass(trainer, dl_idx) else "eval")
+        if is_training_pass(trainer, dl_idx):
+            self._count(outputs["logits"].detach(), batch[1])
+        else:
+            self._update(trainer, outputs, batch)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0):
-        self._update(outputs, batch)
-
-    def _cluster_scores(self, trainer: Trainer) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Accuracy and confusion matrix of the mapped clusters (after a new map, if gathered)."""
-        if self.counts["train"] is not None:
-            train = trainer.strategy.reduce(self.counts["train"].float(), reduce_op="sum")
-            self.cluster_to_label = train.argmax(dim=1)
-        if self.cluster_to_label is None or self.counts["eval"] is None:
-            return None
-        counts = trainer.strategy.reduce(self.counts["eval"].float(), reduce_op="sum")
-        mapped = F.one_hot(self.cluster_to_label.to(counts.device), self.num_classes).float()
-        confusion = counts.T @ mapped  # [true, predicted]
-        return confusion.trace() / confusion.sum(), confusion.long()
+        self._update(trainer, outputs, batch)
 
     def _end(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self.clusters:
-            scores = self._cluster_scores(trainer)
-            if scores is None:
-                return
-            accuracy, confusion = scores
-        else:
-            accuracy, confusion = self.accuracy.compute(), self.confusion.compute()
-        pl_module.log(f"{stage}/acc", accuracy, prog_bar=True)
+        if self.clusters and self.cluster_to_label is None:
+            return
+        pl_module.log(f"{stage}/acc", self.accuracy.compute(), prog_bar=True)
+        confusion = self.confusion.compute()
         writer = tensorboard(trainer)
         if writer is not None and trainer.is_global_zero and not trainer.sanity_checking:
             fig, _ = self.confusion.plot(confusion, labels=self.class_names)

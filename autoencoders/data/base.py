@@ -104,15 +104,10 @@ def _whole_batch(batch):
 
 
 class EpochShuffle(RandomSampler):
-    """A random permutation that depends only on ``seed``, the epoch and how many times the
-    loader was restarted within that epoch.
-
-    Lightning calls ``set_epoch`` before every epoch, so a run resumed from a checkpoint sees the
-    same order as an uninterrupted one. A small labelled loader that a ``CombinedLoader``
-    restarts several times per epoch gets a new order at every restart. Under DDP Lightning
-    replaces it (it is a ``RandomSampler``) with a ``DistributedSampler`` that shuffles per rank
-    and epoch.
-    """
+    """A random permutation that depends only on ``seed``, the epoch (Lightning calls
+    ``set_epoch``, so a resumed run sees the same orders) and the restart within the epoch (a
+    small labelled loader that a ``CombinedLoader`` restarts gets a new order each time). Under
+    DDP Lightning replaces it with a ``DistributedSampler``."""
 
     def __init__(self, data_source: Dataset, seed: int) -> None:
         super().__init__(data_source)

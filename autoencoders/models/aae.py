@@ -10,15 +10,9 @@ mini-batch runs three phases with their own optimizers:
    (the generator) is updated to fool both;
 3. semi-supervised classification: cross-entropy of the label logits on a labelled mini-batch.
 
-Optionally (``consistency``, not in the paper) phase 3 also trains the label head to agree on
-the unlabelled mini-batch: the prediction for the clean image, made without gradient, is the
-target for its augmented, noisy training view (FixMatch); and the generator phase adds the
-component's class-balance term.
-
-Section 6 (unsupervised clustering) is the same model trained on unlabelled data only: y is then
-a cluster id over ``n_classes`` clusters, and phase 3 trains only the consistency term, if any.
-There the class-balance term (not in the paper) keeps the encoder from putting all images into
-one cluster.
+Optionally (``consistency``, not in the paper) phase 3 also trains the label head on pseudo-labels
+of the unlabelled batch, and the generator phase adds a class-balance term. Section 6
+(clustering) is the same model without labels: y is a cluster id over ``n_classes`` clusters.
 """
 
 from __future__ import annotations
@@ -32,8 +26,7 @@ from torch import Tensor, nn
 
 from autoencoders import losses
 from autoencoders.consistency import Consistency
-from autoencoders.models.autoencoder import check_latent_sizes
-from autoencoders.models.base import EvaluatedModule, step_schedulers
+from autoencoders.models.base import EvaluatedModule, check_size, step_schedulers
 
 
 class AdversarialAutoencoder(EvaluatedModule):
@@ -54,11 +47,9 @@ class AdversarialAutoencoder(EvaluatedModule):
             the augmented clean image. ``None``: off.
         cls_weight: weight of the labelled cross-entropy.
         consistency: the unlabelled terms (``autoencoders.consistency.Consistency``): its
-            consistency term joins phase 3, its class-balance term the generator phase.
-            The label discriminator judges one code at a time, so putting every image into one
-            class fools it as well as an even split does; without labels that is what happens
-            (``aae_unsupervised`` without the balance term: 70-100 of every 100 training images
-            in one cluster from step 100 on). ``None``: the paper's model.
+            consistency term joins phase 3, its class-balance term the generator phase (the
+            label discriminator judges one code at a time, so one cluster for every image fools
+            it as well as an even split). ``None``: the paper's model.
         ae_optimizer: optimizer of phase 1 (encoder and decoder).
         adversarial_optimizer: optimizer of phase 2, called twice: for both discriminators, and
             for the encoder as the generator.
@@ -88,13 +79,9 @@ class AdversarialAutoencoder(EvaluatedModule):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
-        check_latent_sizes(encoder, decoder)
-        code = getattr(encoder, "latent_dim", n_classes + style_dim)
-        if code != n_classes + style_dim:
-            raise ValueError(
-                f"encoder latent_dim={code} must equal n_classes + style_dim "
-                f"= {n_classes} + {style_dim}: label logits, then the style"
-            )
+        rule = f"n_classes + style_dim = {n_classes} + {style_dim}, label logits then the style"
+        check_size(encoder, "latent_dim", n_classes + style_dim, rule)
+        check_size(decoder, "latent_dim", n_classes + style_dim, rule)
         self.encoder, self.decoder = encoder, decoder
         self.disc_z, self.disc_y = disc_z, disc_y
         self.augment = augment if augment is not None else nn.Identity()
@@ -182,13 +169,13 @@ class AdversarialAutoencoder(EvaluatedModule):
         """Phase 2b: the encoder makes both discriminators call its codes real (plus the
         consistency component's class-balance term)."""
         logits, z = self.encode(self._noisy(x))
-        on_z = self.disc_z(z).squeeze(1)
-        on_y = self.disc_y(logits.softmax(dim=1)).squeeze(1)
+        probs = logits.softmax(dim=1)
+        on_z, on_y = self.disc_z(z).squeeze(1), self.disc_y(probs).squeeze(1)
         loss = F.binary_cross_entropy_with_logits(on_z, torch.ones_like(on_z))
         loss = loss + F.binary_cross_entropy_with_logits(on_y, torch.ones_like(on_y))
         if self.consistency is None or self.consistency.balance_weight == 0:
             return loss, {}
-        balance = self.consistency.balance(logits)
+        balance = self.consistency.balance(probs)
         return loss + balance, {"train/balance": balance.detach()}
 
     def classification_loss(self, x: Tensor, y: Tensor) -> Tensor:

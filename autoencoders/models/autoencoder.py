@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanSquaredError
 
 from autoencoders import losses
-from autoencoders.models.base import EvaluatedModule, optimizer_config
+from autoencoders.models.base import EvaluatedModule, check_size, optimizer_config
 from autoencoders.scores import ReconstructionScore
 
 
@@ -46,7 +46,8 @@ class Autoencoder(EvaluatedModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        check_latent_sizes(encoder, decoder)
+        if hasattr(encoder, "latent_dim"):
+            check_size(decoder, "latent_dim", encoder.latent_dim, "the encoder's code size")
         self.encoder = encoder
         self.decoder = decoder
         self.augment = augment if augment is not None else nn.Identity()
@@ -128,12 +129,3 @@ class Autoencoder(EvaluatedModule):
 
     def configure_optimizers(self):
         return optimizer_config(self.optimizer, self.scheduler, self.parameters())
-
-
-def check_latent_sizes(encoder: nn.Module, decoder: nn.Module) -> None:
-    """Fails early, with both sizes named, when encoder and decoder disagree on the code size."""
-    enc, dec = getattr(encoder, "latent_dim", None), getattr(decoder, "latent_dim", None)
-    if enc is not None and dec is not None and enc != dec:
-        raise ValueError(
-            f"encoder latent_dim={enc} but decoder latent_dim={dec}: set both to the same size"
-        )

@@ -14,23 +14,13 @@ from autoencoders.data.base import is_training_pass
 
 
 class EvaluatedModule(LightningModule):
-    """Validation and test steps run ``evaluate(batch)`` once, log ``{stage}/loss`` (a
-    torchmetrics mean over the split, so DDP ranks agree) and return the outputs, which the
-    evaluation callbacks read in ``on_{validation,test}_batch_end`` instead of running the
-    model again.
-
-    ``evaluate`` returns per-image tensors ``[B, ...]``: always ``loss``, and what the family
-    computes on the way (``logits`` for classifiers, ``rec`` and ``kl`` for ELBO models,
-    ``score`` for anomaly scores, ``codes`` for embeddings).
-
-    When the model or a callback needs statistics over the training images
-    (``needs_training_pass``), the data module runs them as validation loader 0 before the
-    validation images; those batches go to ``training_pass_step`` and are not logged.
-
-    The anomaly decision threshold is the buffer ``anomaly_threshold`` (NaN until the
-    ``AnomalyThreshold`` callback fits it on validation), so a loaded checkpoint can call an
-    image normal or not without any callback (``detect``).
-    """
+    """Validation and test steps run ``evaluate(batch)`` once: per-image tensors, always
+    ``loss`` (logged as ``{stage}/loss``, a torchmetrics mean) and what the family computes on
+    the way (``logits``, ``rec`` and ``kl``, ``score``, ``codes``), returned for the evaluation
+    callbacks. With ``needs_training_pass`` (the model's or a callback's), validation loader 0
+    holds the training images, which go to ``training_pass_step`` and are not logged. The
+    buffer ``anomaly_threshold`` (NaN until ``AnomalyThreshold`` fits it) lets a loaded
+    checkpoint ``detect`` anomalies without any callback."""
 
     needs_training_pass = False
 
@@ -71,6 +61,15 @@ class EvaluatedModule(LightningModule):
             )
         score = self.anomaly_score(x)
         return {"score": score, "anomaly": (score >= self.anomaly_threshold).long()}
+
+
+def check_size(network: nn.Module, attribute: str, expected: int, rule: str) -> None:
+    """Fails early when a network declares a size (``attribute``, where it has one) other than
+    the one the model needs, naming the ``rule``."""
+    actual = getattr(network, attribute, None)
+    if actual is not None and actual != expected:
+        name = type(network).__name__
+        raise ValueError(f"{name} {attribute}={actual}, expected {expected}: {rule}")
 
 
 def optimizer_config(optimizer, scheduler, params: Iterable) -> dict | object:

@@ -31,7 +31,6 @@ class EncoderClassifier(EvaluatedModule):
             encoder weights are loaded into ``encoder``, which must have the same architecture.
             ``None`` trains the same network from scratch.
         freeze_encoder: keep the encoder's weights fixed (no gradients, eval mode).
-        encoder_lr: learning rate of the encoder's parameters; ``None`` uses the optimizer's.
         augment: augmentation policy of the training images
             (``autoencoders.augment.Augment``; ``None``: off).
         tta_hflip: outside training, ``classify`` averages the class probabilities of each
@@ -49,7 +48,6 @@ class EncoderClassifier(EvaluatedModule):
         dropout: float = 0.0,
         encoder_checkpoint: str | None = None,
         freeze_encoder: bool = False,
-        encoder_lr: float | None = None,
         augment: nn.Module | None = None,
         tta_hflip: bool = False,
         optimizer: OptimizerCallable = torch.optim.Adam,
@@ -58,8 +56,8 @@ class EncoderClassifier(EvaluatedModule):
         super().__init__()
         self.save_hyperparameters()
         self.encoder = encoder
-        if freeze_encoder:
-            self.encoder.requires_grad_(False)
+        if freeze_encoder:  # eval mode from the start: Lightning restores each module's mode
+            self.encoder.requires_grad_(False).eval()
         self.head = nn.Sequential(
             nn.Dropout(dropout), MLP(encoder.latent_dim, hidden, num_classes, dropout=dropout)
         )
@@ -116,12 +114,8 @@ class EncoderClassifier(EvaluatedModule):
         }
 
     def configure_optimizers(self):
-        groups = [{"params": list(self.head.parameters())}]
-        encoder_params = [p for p in self.encoder.parameters() if p.requires_grad]
-        if encoder_params:
-            lr = self.hparams.encoder_lr
-            groups.append({"params": encoder_params} | ({"lr": lr} if lr is not None else {}))
-        return optimizer_config(self.optimizer, self.scheduler, groups)
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return optimizer_config(self.optimizer, self.scheduler, trainable)
 
 
 def load_encoder(encoder: nn.Module, checkpoint: str) -> None:

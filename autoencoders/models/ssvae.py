@@ -34,7 +34,12 @@ from torch import Tensor, nn
 from autoencoders import distributions as D
 from autoencoders import losses
 from autoencoders.consistency import Consistency
-from autoencoders.models.base import EvaluatedModule, optimizer_config, step_schedulers
+from autoencoders.models.base import (
+    EvaluatedModule,
+    check_size,
+    optimizer_config,
+    step_schedulers,
+)
 
 
 class SSVAE(EvaluatedModule):
@@ -85,8 +90,8 @@ class SSVAE(EvaluatedModule):
         self.z_dim = z_dim
         self.augment = augment if augment is not None else nn.Identity()
         self.consistency = consistency
-        _check_size("decoder input", decoder, "in_features", z_dim + n_classes, "z_dim + n_classes")
-        _check_size("encoder output", encoder, "out_features", 2 * z_dim, "2 * z_dim")
+        check_size(decoder, "in_features", z_dim + n_classes, "z_dim + n_classes")
+        check_size(encoder, "out_features", 2 * z_dim, "2 * z_dim, a mean and a log-variance")
         if gen_weight == 0:  # nothing trains them: say so, so the optimizer skips them
             self.encoder.requires_grad_(False)
             self.decoder.requires_grad_(False)
@@ -168,7 +173,7 @@ class SSVAE(EvaluatedModule):
                 logs["train/consistency"] = self.consistency(view_logits, logits_u)
                 loss = loss + logs["train/consistency"]
             if self.consistency.balance_weight > 0:
-                logs["train/balance"] = self.consistency.balance(logits_u)
+                logs["train/balance"] = self.consistency.balance(logits_u.softmax(dim=1))
                 loss = loss + logs["train/balance"]
         if hp.gen_weight > 0:
             unlabelled = sum(self.elbo_terms(x_u, logits_u).values()).mean()
@@ -199,10 +204,3 @@ class SSVAE(EvaluatedModule):
     def configure_optimizers(self):
         trainable = [p for p in self.parameters() if p.requires_grad]
         return optimizer_config(self.optimizer, self.scheduler, trainable)
-
-
-def _check_size(what: str, network: nn.Module, attribute: str, expected: int, rule: str) -> None:
-    """Fails early when a network's declared size disagrees with the model's (if it declares)."""
-    actual = getattr(network, attribute, None)
-    if actual is not None and actual != expected:
-        raise ValueError(f"SSVAE {what} size is {actual}, expected {expected} ({rule})")

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from autoencoders import distributions as D
 from autoencoders import losses
-from autoencoders.models.base import EvaluatedModule, optimizer_config
+from autoencoders.models.base import EvaluatedModule, check_size, optimizer_config
 
 
 class VAE(EvaluatedModule):
@@ -40,12 +40,9 @@ class VAE(EvaluatedModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        enc, dec = getattr(encoder, "latent_dim", None), getattr(decoder, "latent_dim", None)
-        if enc is not None and dec is not None and enc != 2 * dec:
-            raise ValueError(
-                f"encoder latent_dim={enc} must be twice decoder latent_dim={dec} "
-                "(the encoder outputs a mean and a log-variance per latent dimension)"
-            )
+        if hasattr(decoder, "latent_dim"):
+            rule = "twice the decoder's: a mean and a log-variance per latent dimension"
+            check_size(encoder, "latent_dim", 2 * decoder.latent_dim, rule)
         if iwae_chunk <= 0:
             raise ValueError(f"iwae_chunk={iwae_chunk} must be positive")
         self.encoder = encoder
