@@ -149,16 +149,16 @@ def bench_augment(args: argparse.Namespace) -> None:
         times = []
         for _ in range(6):  # the first round warms up
             start = time.perf_counter()
-            for _ in range(200):
+            for _ in range(args.calls):
                 out = policy(x)
-            times.append((time.perf_counter() - start) / 200 * 1e3)
+            times.append((time.perf_counter() - start) / args.calls * 1e3)
         distinct = len({round(float(v.sum()), 4) for v in out})
         rows.append(f"| {name} | {min(times[1:]):.2f} | {distinct} of 100 |")
     command = "python -m experiments.bench " + " ".join(sys.argv[1:])
     write_section(
         "augment",
         header("Augmentation policy: ours against kornia, batch of 100 MNIST images", command)
-        + "\nBest of 5 rounds of 200 calls, after one warm-up round; distinct: images whose "
+        + f"\nBest of 5 rounds of {args.calls} calls, after one warm-up round; distinct: images whose "
         "pixel sum differs from every other's (each image its own draw).\n\n"
         "| policy | ms per batch | distinct |\n|---|---|---|\n" + "\n".join(rows),
     )
@@ -449,7 +449,8 @@ def nearest_distance(x: Tensor, train: Tensor, k: int) -> Tensor:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("augment", help="the augmentation policy against kornia's")
+    augment = sub.add_parser("augment", help="the augmentation policy against kornia's")
+    augment.add_argument("--calls", type=int, default=200, help="calls per timed round")
     data = sub.add_parser("data", help="data-path throughput")
     data.add_argument("--batch-size", type=int, default=100)
     fit = sub.add_parser("fit", help="train and test configs over seeds")

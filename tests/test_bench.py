@@ -1,4 +1,5 @@
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,14 @@ def test_claim_version_gives_each_process_its_own_run_directory(tmp_path):
     second = bench.claim_version(tmp_path / "ssvae")  # a second process right after
     assert (first, second) == (4, 5)
     assert (tmp_path / "ssvae" / "version_5").is_dir()
+
+
+def test_augment_times_our_policy_and_kornia_when_importable(fake_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "BENCHMARKS", tmp_path / "BENCHMARKS.md")
+    monkeypatch.setenv("AUTOENCODERS_DATA", fake_root)
+    monkeypatch.setitem(sys.modules, "kornia", None)  # as on a machine without kornia
+    bench.main(["augment", "--calls", "2"])
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    rows = [r for r in text.splitlines() if r.startswith("| `")]
+    assert len(rows) == 1 and "Augment` (ours)" in rows[0] and rows[0].endswith("100 of 100 |")
+    assert float(rows[0].split(" | ")[1]) > 0

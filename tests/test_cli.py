@@ -1,5 +1,8 @@
 """The CLI over every shipped config, plus what a user expects around a run."""
 
+import contextlib
+import functools
+import io
 from pathlib import Path
 
 import pytest
@@ -90,17 +93,21 @@ def test_resume_continues_exactly(fake_root):
 VARIANTS = [c for c in CONFIG_FILES if c.read_text().startswith("# base:")]
 
 
+@functools.cache
+def printed_config(config: str) -> dict:
+    """What ``fit --config CONFIG --print_config`` prints, parsed."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main(["fit", "--config", config, "--print_config"])
+    return yaml.safe_load(out.getvalue())
+
+
 @pytest.mark.parametrize("variant", VARIANTS, ids=[c.stem for c in VARIANTS])
-def test_a_variant_config_is_its_base_with_its_changes(variant, capsys):
+def test_a_variant_config_is_its_base_with_its_changes(variant):
     """A variant holds only what differs; --print_config shows the whole resolved config, and
     no two configs copy a model block."""
     base = resolve_config(variant.read_text().splitlines()[0].removeprefix("# base:").strip())
-    with pytest.raises(SystemExit):
-        main(["fit", "--config", str(variant), "--print_config"])
-    resolved = yaml.safe_load(capsys.readouterr().out)
-    with pytest.raises(SystemExit):
-        main(["fit", "--config", base, "--print_config"])
-    of_base = yaml.safe_load(capsys.readouterr().out)
+    resolved, of_base = printed_config(str(variant)), printed_config(base)
     changes = yaml.safe_load(variant.read_text())
     for section in ("model", "data", "trainer"):
         assert resolved[section].keys() == of_base[section].keys(), section
