@@ -158,8 +158,8 @@ def bench_augment(args: argparse.Namespace) -> None:
     write_section(
         "augment",
         header("Augmentation policy: ours against kornia, batch of 100 MNIST images", command)
-        + f"\nBest of 5 rounds of {args.calls} calls, after one warm-up round; distinct: images whose "
-        "pixel sum differs from every other's (each image its own draw).\n\n"
+        + f"\nBest of 5 rounds of {args.calls} calls, after one warm-up round; distinct: "
+        "images whose pixel sum differs from every other's (each image its own draw).\n\n"
         "| policy | ms per batch | distinct |\n|---|---|---|\n" + "\n".join(rows),
     )
 
