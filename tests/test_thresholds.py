@@ -109,6 +109,9 @@ class ScoreByMean(torch.nn.Module):
     def log_dict(self, values):
         self.logged |= values
 
+    def log(self, name, value, **kwargs):
+        self.logged[name] = value
+
 
 def run_validation(callback, batches):
     trainer = SimpleNamespace(sanity_checking=False)

@@ -178,6 +178,7 @@ class AnomalyThreshold(Callback):
         if labels.min() != labels.max():
             metrics = detection_metrics(scores, labels, threshold)
             logs |= {f"val/{k}": v for k, v in metrics.items()}
+            pl_module.log("val/auroc", logs.pop("val/auroc").float(), prog_bar=True)
         pl_module.log_dict({k: v.float() for k, v in logs.items()})
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

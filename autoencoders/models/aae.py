@@ -213,7 +213,7 @@ class AdversarialAutoencoder(EvaluatedModule):
         self._step(opt_disc, disc)
         gen, gen_logs = self.generator_loss(x)
         gen = self._step(opt_gen, gen)
-        logs = {"train/loss": rec, "train/rec": rec, "train/gen": gen, **disc_logs, **gen_logs}
+        logs = {"train/gen": gen, **disc_logs, **gen_logs}
         phase3 = []  # the labelled cross-entropy, the unlabelled consistency term
         if labelled is not None:
             phase3.append(self.classification_loss(*labelled))
@@ -223,7 +223,8 @@ class AdversarialAutoencoder(EvaluatedModule):
             logs["train/consistency"] = phase3[-1].detach()
         if phase3:
             self._step(opt_cls, sum(phase3))
-        self.log_dict(logs, prog_bar=True)
+        self.log("train/loss", rec, prog_bar=True)  # the bar: the reconstruction loss only
+        self.log_dict(logs)
 
     def on_train_epoch_end(self) -> None:
         step_schedulers(self)

@@ -189,7 +189,9 @@ class SSVAE(EvaluatedModule):
         opt.zero_grad()
         self.manual_backward(loss)
         opt.step()
-        self.log_dict({k: v.detach() for k, v in logs.items()}, prog_bar=True)
+        logs = {k: v.detach() for k, v in logs.items()}
+        self.log("train/loss", logs.pop("train/loss"), prog_bar=True)  # the bar: the loss only
+        self.log_dict(logs)
 
     def on_train_epoch_end(self) -> None:
         step_schedulers(self)

@@ -132,7 +132,8 @@ class StackedAutoencoder(EvaluatedModule):
         else:
             loss = self.layer_loss(x, self.stage).mean()
             self.log(f"train/rec_layer{self.stage}", loss)
-        self.log_dict({"train/loss": loss, "train/stage": float(self.stage)}, prog_bar=True)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/stage", float(self.stage))
         return loss
 
     def evaluate(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
