@@ -42,7 +42,7 @@ class ClassificationMetrics(Callback):
         class_names: list[str] | None = None,
     ) -> None:
         self.num_classes = num_classes
-        self.clusters = clusters
+        self.clusters = self.needs_training_pass = clusters  # the map needs training images
         self.report = report
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class_names given for {num_classes} classes")
@@ -52,10 +52,6 @@ class ClassificationMetrics(Callback):
         self.predicted, self.targets = CatMetric(), CatMetric()
         self.counts: torch.Tensor | None = None  # [clusters, classes] of the training pass
         self.cluster_to_label: torch.Tensor | None = None
-
-    @property
-    def needs_training_pass(self) -> bool:
-        return self.clusters
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         for metric in (self.accuracy, self.confusion, self.predicted, self.targets):

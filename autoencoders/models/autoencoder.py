@@ -52,14 +52,10 @@ class Autoencoder(EvaluatedModule):
         self.decoder = decoder
         self.augment = augment if augment is not None else nn.Identity()
         self.scorer = scorer
+        self.needs_training_pass = scorer is not None and scorer.standardize  # its statistics
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.mse = nn.ModuleDict({"val": MeanSquaredError(), "test": MeanSquaredError()})
-
-    @property
-    def needs_training_pass(self) -> bool:
-        """A standardising scorer needs its statistics over the training images."""
-        return self.scorer is not None and self.scorer.standardize
 
     def forward(self, x: Tensor) -> Tensor:
         """Reconstruction logits of ``x``."""
