@@ -10,7 +10,7 @@ from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI
 
-from autoencoders.callbacks import RNGState
+from autoencoders.callbacks import HparamsSummary, RNGState
 from autoencoders.data import DataError
 
 # torch 2.14 deprecates a pytree helper that Lightning 2.6 still calls on every batch.
@@ -63,9 +63,9 @@ def resolve_args(args: list[str]) -> tuple[list[str], str]:
 
 
 class CLI(LightningCLI):
-    """LightningCLI with three callbacks always on: a checkpoint of the best (lowest
-    ``val/loss``) epoch, ``last.ckpt`` rewritten after every epoch, and the RNG states saved for
-    exact resumption.
+    """LightningCLI with four callbacks always on: a checkpoint of the best (lowest
+    ``val/loss``) epoch, ``last.ckpt`` rewritten after every epoch, the RNG states saved for
+    exact resumption, and the HPARAMS summary of a tested run.
 
     ``last.ckpt`` has its own ``ModelCheckpoint`` (no monitor) because since Lightning 2.6
     ``save_last=True`` writes it only when a best checkpoint is saved at the same step, which
@@ -74,6 +74,7 @@ class CLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(RNGState, "rng_state")
+        parser.add_lightning_class_args(HparamsSummary, "hparams_summary")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.set_defaults(
@@ -113,17 +114,46 @@ def model_arguments(args: list[str]) -> list[str]:
     return found
 
 
+def checkpoint_run(args: list[str]) -> Path | None:
+    """The run folder (``<save_dir>/<name>/version_N``) of the ``--ckpt_path`` in ``args`` of a
+    ``validate`` / ``test`` / ``predict`` command, when that checkpoint lies in one's
+    ``checkpoints/``; ``None`` for ``fit`` and for checkpoints from elsewhere."""
+    if not args or args[0] not in ("validate", "test", "predict"):
+        return None
+    for i, arg in enumerate(args):
+        value = args[i + 1] if arg == "--ckpt_path" and i + 1 < len(args) else None
+        value = arg.split("=", 1)[1] if arg.startswith("--ckpt_path=") else value
+        if value and Path(value).is_file():
+            folder = Path(value).parent
+            if folder.name == "checkpoints" and (folder.parent / "config.yaml").is_file():
+                return folder.parent
+    return None
+
+
+def logger_for(args: list[str], stem: str) -> dict:
+    """TensorBoard logs go to ``runs/<config stem>/version_N``; a ``validate`` / ``test`` /
+    ``predict`` of a run's checkpoint goes into that run, as its sub-run ``<command>/`` (the
+    next free ``<command>_K/`` when that exists), so its numbers, figures and
+    ``predictions.csv`` sit beside the curves they conclude."""
+    init = {"save_dir": "runs", "name": stem, "default_hp_metric": False}
+    run = checkpoint_run(args)
+    if run is not None:
+        sub_dir, k = args[0], 1
+        while (run / sub_dir).exists():
+            sub_dir, k = f"{args[0]}_{k}", k + 1
+        init = {"save_dir": str(run.parent.parent), "name": run.parent.name,
+                "version": run.name, "sub_dir": sub_dir, "default_hp_metric": False}  # fmt: skip
+    return {"class_path": "pytorch_lightning.loggers.TensorBoardLogger", "init_args": init}
+
+
 def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
-    """Builds the CLI from ``args`` (default: ``sys.argv``); TensorBoard logs go to
-    ``runs/<config stem>/version_N`` unless the config names another logger."""
+    """Builds the CLI from ``args`` (default: ``sys.argv``); logs go where ``logger_for`` says
+    unless the config names another logger."""
     from_command_line = args is None
     args, stem = resolve_args(sys.argv[1:] if from_command_line else list(args))
     if from_command_line:  # DDP re-launches sys.argv: keep the resolved config path there
         sys.argv[1:] = args
-    logger = {
-        "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
-        "init_args": {"save_dir": "runs", "name": stem, "default_hp_metric": False},
-    }
+    logger = logger_for(args, stem)
     return CLI(
         LightningModule,
         LightningDataModule,

@@ -260,7 +260,7 @@ def bench_fit(args: argparse.Namespace) -> None:
 def bench_test(args: argparse.Namespace) -> None:
     """Tests trained checkpoints again (e.g. with a costlier ``iwae_samples``) and records each
     like ``fit`` does; the seed is read from the run's ``config.yaml`` next to ``checkpoints/``."""
-    from experiments.__main__ import main, resolve_args
+    from experiments.__main__ import checkpoint_run, main, resolve_args
 
     missing = [path for path in args.ckpt_path if not Path(path).is_file()]
     if missing:  # before any run folder is claimed or any checkpoint tested
@@ -270,11 +270,12 @@ def bench_test(args: argparse.Namespace) -> None:
         run_config = Path(path).parent.parent / "config.yaml"
         config = yaml.safe_load(run_config.read_text()) if run_config.is_file() else {}
         seed = config.get("seed_everything", "?")  # "?": a checkpoint outside a run folder
-        version = claim_version(Path("runs") / resolve_args(["--config", args.config])[1])
+        command_line = ["test", "--config", args.config, f"--ckpt_path={path}"]
+        if checkpoint_run(command_line) is None:  # else it tests into its run's test*/ folder
+            version = claim_version(Path("runs") / resolve_args(["--config", args.config])[1])
+            command_line.append(f"--trainer.logger.init_args.version={version}")
         start = time.perf_counter()
-        cli = main(["test", "--config", args.config, f"--ckpt_path={path}",
-                    "--trainer.enable_progress_bar=false",
-                    f"--trainer.logger.init_args.version={version}", *args.args])  # fmt: skip
+        cli = main([*command_line, "--trainer.enable_progress_bar=false", *args.args])
         metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
         metrics["test_minutes"] = (time.perf_counter() - start) / 60
         record = {"config": args.label or args.config, "seed": seed, "ckpt": path,

@@ -120,15 +120,52 @@ def test_a_variant_config_is_its_base_with_its_changes(variant):
     assert len(changed) < len(base_model), "the variant copies its base's model block"
 
 
-def test_test_and_predict_subcommands_use_a_checkpoint(fake_root):
+def hparams_of(run: Path) -> tuple[set[str], set[str]]:
+    """The hyper-parameter names and metric tags of a run's HPARAMS summary."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = EventAccumulator(str(run)).Reload().PluginTagToContent("hparams")
+    data = {k: plugin_data_pb2.HParamsPluginData.FromString(v) for k, v in content.items()}
+    session = data["_hparams_/session_start_info"].session_start_info
+    experiment = data["_hparams_/experiment"].experiment
+    return set(session.hparams), {m.name.tag for m in experiment.metric_infos}
+
+
+def test_test_and_predict_land_in_the_checkpoints_run(fake_root, tmp_path):
+    """A checkpoint inside a run folder tests into that run (a ``test/`` sub-run, then
+    ``test_1/``) and predicts beside it; a checkpoint from elsewhere gets a run of its own."""
     short_fit(fake_root)
-    last = "--ckpt_path=runs/ae_mnist/version_0/checkpoints/last.ckpt"
+    run = Path("runs/ae_mnist/version_0")
+    last = f"--ckpt_path={run}/checkpoints/last.ckpt"
     tested = main(["test", "--config", "ae_mnist", *short(fake_root, last)])
     assert "test/mse" in tested.trainer.callback_metrics
-    predicted = main(["predict", "--config", "ae_mnist", *short(fake_root, last)])
+    assert Path(tested.trainer.log_dir) == run / "test"
+    assert "test/mse" in EventAccumulator(str(run / "test")).Reload().Tags()["scalars"]
+    assert (run / "config.yaml").read_text() != (run / "test/config.yaml").read_text()
+    params, metrics = hparams_of(run / "test")
+    assert {"noise_std", "encoder", "encoder/latent_dim", "data/batch_size"} <= params
+    assert {"test/mse", "test/loss"} <= metrics
+    again = main(["test", "--config", "ae_mnist", *short(fake_root, last)])
+    assert Path(again.trainer.log_dir) == run / "test_1"
+    writer = "--trainer.callbacks+=autoencoders.callbacks.PredictionWriter"
+    predicted = main(["predict", "--config", "ae_mnist", *short(fake_root, last, writer)])
     batches = predicted.trainer.predict_loop.predictions
     assert sum(len(b["score"]) for b in batches) == len(predicted.datamodule.test_set)
     assert all(b["reconstruction"].shape[1:] == (1, 28, 28) for b in batches)
+    rows = (run / "predict/predictions.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(predicted.datamodule.test_set)
+    assert sorted(p.name for p in run.parent.iterdir()) == ["version_0"]
+    elsewhere = tmp_path / "elsewhere.ckpt"
+    elsewhere.write_bytes((run / "checkpoints/last.ckpt").read_bytes())
+    main(["test", "--config", "ae_mnist", *short(fake_root, f"--ckpt_path={elsewhere}")])
+    assert sorted(p.name for p in run.parent.iterdir()) == ["version_0", "version_1"]
+
+
+def test_a_scheduled_learning_rate_is_logged(fake_root):
+    cli = main(["fit", "--config", "mnist_classifier",
+                *short(fake_root, "--trainer.log_every_n_steps=1")])  # fmt: skip
+    scalars = EventAccumulator(cli.trainer.log_dir).Reload().Tags()["scalars"]
+    assert any(tag.startswith("lr-") for tag in scalars), scalars
 
 
 def test_command_line_model_arguments_win_over_the_checkpoint(fake_root, monkeypatch):

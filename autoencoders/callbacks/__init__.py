@@ -1,6 +1,7 @@
 """Evaluation callbacks that work for every model exposing the matching protocol method."""
 
 from autoencoders.callbacks.accuracy import ClassificationMetrics
+from autoencoders.callbacks.hparams import HparamsSummary
 from autoencoders.callbacks.image_grid import ClassSampleGrid, ReconstructionGrid
 from autoencoders.callbacks.latent import LatentMap, LatentPriorFigure
 from autoencoders.callbacks.nelbo import NELBOMetrics
@@ -13,6 +14,7 @@ __all__ = [
     "AnomalyThreshold",
     "ClassSampleGrid",
     "ClassificationMetrics",
+    "HparamsSummary",
     "LatentGaussianGrid",
     "LatentMap",
     "LatentPriorFigure",

@@ -1,0 +1,60 @@
+"""A run's main hyper-parameters against its test metrics, for TensorBoard's HPARAMS tab."""
+
+from __future__ import annotations
+
+import os
+
+from pytorch_lightning import Callback, LightningModule, Trainer
+from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
+from torch.utils.tensorboard.summary import hparams
+
+# Optimizer settings that every run leaves at torch's defaults: they would bury the ones that vary.
+SKIPPED = {"eps", "amsgrad", "foreach", "maximize", "capturable", "differentiable", "fused",
+           "decoupled_weight_decay", "input_shape", "output_shape", "download", "root", "path"}  # fmt: skip
+
+
+def main_hparams(hparams: dict, prefix: str = "") -> dict[str, float | int | str | bool]:
+    """The settings of a module's (or data module's) saved hyper-parameters, flattened to
+    ``"consistency/threshold"``-style keys: numbers, strings, booleans and short lists; network
+    and optimizer class names under their argument's key; ``None`` values and torch's
+    optimizer defaults left out."""
+    flat: dict = {}
+    for key, value in hparams.items():
+        if key.startswith("_") or key in SKIPPED or value is None:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and "class_path" in value:
+            flat[name] = value["class_path"].rsplit(".", 1)[-1]
+            flat |= main_hparams(value.get("init_args") or {}, f"{name}/")
+        elif isinstance(value, dict):
+            flat |= main_hparams(value, f"{name}/")
+        elif isinstance(value, (list, tuple)):
+            flat[name] = str(list(value))
+        elif isinstance(value, (int, float, str, bool)):
+            flat[name] = value
+    return flat
+
+
+class HparamsSummary(Callback):
+    """After test, writes the run's main hyper-parameters (the model's and the data module's,
+    ``main_hparams``, plus the ``seed_everything`` seed) with every ``test/*`` metric to
+    TensorBoard's HPARAMS tab, so that runs of one config compare at a glance (one row per run,
+    or per ``test`` sub-run of a checkpoint). Runs never tested are not listed there."""
+
+    @rank_zero_only
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        if not loggers or not metrics:
+            return
+        params = {"model": type(pl_module).__name__, **main_hparams(dict(pl_module.hparams))}
+        if trainer.datamodule is not None:
+            params |= main_hparams(dict(trainer.datamodule.hparams), "data/")
+        if "PL_GLOBAL_SEED" in os.environ:  # set by seed_everything
+            params["seed_everything"] = int(os.environ["PL_GLOBAL_SEED"])
+        # The summaries alone: the metrics are already scalars of this run, and the logger's
+        # own log_hyperparams would log them again and rewrite hparams.yaml with these keys.
+        for summary in hparams(params, metrics):
+            loggers[0].experiment._get_file_writer().add_summary(summary)
+        loggers[0].experiment.flush()
