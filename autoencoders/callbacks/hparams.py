@@ -9,9 +9,11 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.tensorboard.summary import hparams
 
-# Optimizer settings that every run leaves at torch's defaults: they would bury the ones that vary.
+# Settings every run leaves at their defaults (torch's optimizer flags, image shapes, data
+# paths): they would bury the ones that vary.
 SKIPPED = {"eps", "amsgrad", "foreach", "maximize", "capturable", "differentiable", "fused",
-           "decoupled_weight_decay", "input_shape", "output_shape", "download", "root", "path"}  # fmt: skip
+           "decoupled_weight_decay", "input_shape", "output_shape", "download", "root",
+           "path"}  # fmt: skip
 
 
 def main_hparams(hparams: dict, prefix: str = "") -> dict[str, float | int | str | bool]:
@@ -45,7 +47,8 @@ class HparamsSummary(Callback):
     @rank_zero_only
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         loggers = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        logged = trainer.callback_metrics.items()
+        metrics = {k: float(v) for k, v in logged if k.startswith("test/")}
         if not loggers or not metrics:
             return
         params = {"model": type(pl_module).__name__, **main_hparams(dict(pl_module.hparams))}
