@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import warnings
 from pathlib import Path
 
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
 from autoencoders.callbacks import HparamsSummary, RNGState
 from autoencoders.data import DataError
@@ -60,6 +61,32 @@ def resolve_args(args: list[str]) -> tuple[list[str], str]:
         for config in [*base_configs(path), path]:
             resolved.append(f"--config={config}")
     return resolved, stem
+
+
+def git_commit() -> str | None:
+    """The checked-out commit of this repository (``-dirty`` when tracked files differ from
+    it), or ``None`` outside a git checkout."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, check=True).stdout.strip()  # fmt: skip
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+class SaveConfigAndCommit(SaveConfigCallback):
+    """Lightning's ``config.yaml`` in the run folder, and beside it ``commit.txt``: the code's
+    commit, so that a figure or a number drawn from the run later can say what trained it."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        commit = git_commit()
+        log_dir = getattr(trainer.logger, "log_dir", None)  # rank 0 only: no broadcast here
+        if commit and log_dir:
+            Path(log_dir, "commit.txt").write_text(commit + "\n")
 
 
 class CLI(LightningCLI):
@@ -161,6 +188,7 @@ def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
         subclass_mode_data=True,
         auto_configure_optimizers=False,
         trainer_defaults={"logger": logger, "accelerator": "auto"},
+        save_config_callback=SaveConfigAndCommit,
         save_config_kwargs={"overwrite": True},
         args=None if from_command_line else args,
         run=run,

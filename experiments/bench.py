@@ -7,6 +7,7 @@
     python -m experiments.bench test --config vae_large --ckpt-path CKPT [CKPT ...] --name NAME
     python -m experiments.bench scores --config anomaly_pneumonia --ckpt-path CKPT [CKPT ...]
     python -m experiments.bench table --name NAME          # rewrite a section from runs/bench/
+    python -m experiments.bench figures [--ckpt aae=CKPT]  # README figures -> docs/figures/
 
 Each command replaces its own section of ``BENCHMARKS.md`` (between ``<!-- bench:NAME -->``
 markers) and leaves the others alone.
@@ -65,11 +66,19 @@ def write_section(name: str, body: str) -> None:
     print(block)
 
 
-def header(title: str, command: str, machines: list[str] | None = None) -> str:
-    """A section's title, command, date and machine (``machines``: the ones the runs recorded,
-    so a table rebuilt elsewhere still names where its runs were measured)."""
+def header(
+    title: str, command: str, machines: list[str] | None = None, commits: list[str] | None = None
+) -> str:
+    """A section's title, command, date, commit and machine (``machines``, ``commits``: the ones
+    the runs recorded, so a table rebuilt elsewhere still names what measured its runs)."""
+    from experiments.__main__ import git_commit
+
     where = "; ".join(machines) if machines else machine()
-    return f"## {title}\n\n- command: `{command}`\n- date: {date.today()}\n- machine: {where}\n"
+    code = ", ".join(commits) if commits else git_commit() or "?"
+    return (
+        f"## {title}\n\n- command: `{command}`\n- date: {date.today()}\n- commit: {code}\n"
+        f"- machine: {where}\n"
+    )
 
 
 def mean_se(values: list[float]) -> str:
@@ -253,7 +262,8 @@ def bench_fit(args: argparse.Namespace) -> None:
             record = {"config": args.label or config, "seed": seed, "ckpt": args.ckpt,
                       "curve_tag": args.curve, "metrics": metrics, "curve": curve,
                       "command": command, "log_dir": cli.trainer.logger.log_dir,
-                      "machine": machine()}  # fmt: skip
+                      "machine": machine(), "title": args.title,
+                      **provenance(cli.trainer.logger.log_dir)}  # fmt: skip
             add_record(name, record)
 
 
@@ -280,8 +290,20 @@ def bench_test(args: argparse.Namespace) -> None:
         metrics["test_minutes"] = (time.perf_counter() - start) / 60
         record = {"config": args.label or args.config, "seed": seed, "ckpt": path,
                   "curve_tag": None, "metrics": metrics, "curve": [], "command": command,
-                  "log_dir": cli.trainer.logger.log_dir, "machine": machine()}  # fmt: skip
+                  "log_dir": cli.trainer.logger.log_dir, "machine": machine(),
+                  "title": args.title, **provenance(cli.trainer.logger.log_dir)}  # fmt: skip
         add_record(args.name, record)
+
+
+def provenance(log_dir: str) -> dict[str, str | None]:
+    """What a record keeps to be reproduced: the code's commit and the run's resolved config."""
+    from experiments.__main__ import git_commit
+
+    config = Path(log_dir, "config.yaml")
+    return {
+        "commit": git_commit(),
+        "resolved_config": config.read_text() if config.is_file() else None,
+    }
 
 
 def add_record(name: str, record: dict) -> None:
@@ -296,6 +318,7 @@ def write_table(name: str) -> None:
     """Rewrites the section ``name`` from every run recorded in ``runs/bench/NAME.jsonl``."""
     records = [json.loads(line) for line in (RECORDS / f"{name}.jsonl").read_text().splitlines()]
     configs = list(dict.fromkeys(r["config"] for r in records))
+    title = next((r["title"] for r in reversed(records) if r.get("title")), None)
     keys = sorted({k for r in records for k in r["metrics"] if k.startswith("test")})
     keys += ["train_minutes", "s_per_epoch", "s_per_1k_batches"]
     lines = ["| config | seeds | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
@@ -313,12 +336,13 @@ def write_table(name: str) -> None:
             )
     commands = sorted({r["command"] for r in records})
     machines = list(dict.fromkeys(r["machine"] for r in records if "machine" in r))
+    commits = list(dict.fromkeys(r["commit"] for r in records if r.get("commit")))
     checkpoint = CHECKPOINTS.get(records[0]["ckpt"], "checkpoint named in the command")
     if "test_minutes" in keys:
         checkpoint += " (`test_minutes`: wall-clock time of that test)"
     write_section(
         name,
-        header(f"Test metrics: {', '.join(configs)}", "`, `".join(commands), machines)
+        header(title or f"{name}: {', '.join(configs)}", "`, `".join(commands), machines, commits)
         + f"\nMean ± standard error over seeds (`--seed_everything`); every run is tested with its "
         f"{checkpoint}. Times are wall-clock training time, validation included. `test/mse` is "
         "the mean squared error per pixel; `test/rec`, `test/kl`, `test/nelbo`, `test/nll_iwae` "
@@ -447,6 +471,121 @@ def nearest_distance(x: Tensor, train: Tensor, k: int) -> Tensor:
     return distances.topk(k, dim=1, largest=False).values.mean(1)
 
 
+# The README's figures: (file, config, stage, TensorBoard tag, checkpoint glob, extra CLI
+# arguments, caption). Each (config, stage) runs once, through the CLI, into a scratch log dir;
+# the PNG is the image the config's callbacks logged there.
+FIGURES = [
+    ("aae_samples_by_class.png", "aae", "validate", "val/samples_by_class", "last.ckpt", [],
+     "`aae` samples: one row per label code, each column a random style"),
+    ("aae_reconstructions.png", "aae", "validate", "val/reconstructions", "last.ckpt", [],
+     "`aae` reconstructions: validation digits above their reconstructions"),
+    ("aae_confusion_matrix.png", "aae", "test", "test/confusion_matrix", "last.ckpt", [],
+     "`aae` test confusion matrix, 100 labels"),
+    ("vae_prior_samples.png", "vae", "test", "test/prior_samples", "best*.ckpt",
+     ["--trainer.limit_test_batches=2", "--trainer.callbacks.init_args.iwae_samples=0"],
+     "`vae` samples from the prior (Bernoulli means)"),
+    ("gmvae_prior_samples.png", "gmvae", "test", "test/prior_samples", "best*.ckpt",
+     ["--trainer.limit_test_batches=2", "--trainer.callbacks.init_args.iwae_samples=0"],
+     "`gmvae` samples from the mixture prior (Bernoulli means)"),
+    ("latent_maps.png", "ae2d_fashion", "test", "test/latent_maps", "best*.ckpt", [],
+     "Fashion-MNIST test images in the 2-D code of `ae2d_fashion`, beside PCA and t-SNE"),
+    ("anomaly_scores.png", "anomaly_pneumonia", "test", "test/scores", "best*.ckpt", [],
+     "`anomaly_pneumonia` test scores by class with the validation threshold, and the ROC"),
+    ("anomaly_worst_errors.png", "anomaly_pneumonia", "test", "test/worst_errors", "best*.ckpt",
+     [], "`anomaly_pneumonia`: worst false positives and negatives above their reconstructions"),
+]  # fmt: skip
+MAX_FIGURE_BYTES = 150_000
+
+
+def run_facts(checkpoint: Path) -> tuple[str, str]:
+    """The seed (from the run's ``config.yaml``) and the commit that trained a checkpoint: the
+    run's ``commit.txt``, or for runs older than it the newest commit before the checkpoint."""
+    import subprocess
+
+    run = checkpoint.parent.parent
+    config = (
+        yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    )
+    seed = str(config.get("seed_everything", "?"))
+    if (run / "commit.txt").is_file():
+        return seed, (run / "commit.txt").read_text().strip()
+    written = date.fromtimestamp(checkpoint.stat().st_mtime)
+    log = subprocess.run(
+        ["git", "log", "-1", "--format=%h", f"--before={checkpoint.stat().st_mtime:.0f}"],
+        capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    return seed, f"after {log or '?'} (no commit.txt; checkpoint of {written})"
+
+
+def seed_zero_checkpoint(config: str, pattern: str) -> str | None:
+    """The newest ``runs/<config>/version_*/checkpoints/<pattern>`` of a run with seed 0 (the
+    figures show the first seed, not the best one), else of any run."""
+    from autoencoders.models.classifier import newest_match
+
+    newest = newest_match(f"runs/{config}/version_*/checkpoints/{pattern}")
+    runs = sorted(Path("runs", config).glob("version_*/config.yaml"), key=os.path.getmtime)
+    for run in reversed(runs):
+        if yaml.safe_load(run.read_text()).get("seed_everything") == 0:
+            return newest_match(str(run.parent / "checkpoints" / pattern)) or newest
+    return newest
+
+
+def small_png(png: bytes, limit: int = MAX_FIGURE_BYTES) -> bytes:
+    """``png`` as is when under ``limit`` bytes, else as a 256-colour palette image, shrunk by a
+    quarter at a time until it fits."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    while len(png) > limit:
+        out = io.BytesIO()
+        image.quantize(256).save(out, format="PNG", optimize=True)
+        png = out.getvalue()
+        image = image.resize((image.width * 3 // 4, image.height * 3 // 4), Image.LANCZOS)
+    return png
+
+
+def bench_figures(args: argparse.Namespace) -> None:
+    """Draws the README's figures from trained runs' checkpoints into ``--out`` (default
+    ``docs/figures``), with ``captions.md``: what each shows and which run, seed and commit."""
+    import tempfile
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from experiments.__main__ import main
+
+    chosen = dict(item.split("=", 1) for item in args.ckpt)
+    wanted = [f for f in FIGURES if not args.only or f[1] in args.only]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, done = [], {}
+    for file, config, stage, tag, pattern, extra, caption in wanted:
+        checkpoint = chosen.get(config) or seed_zero_checkpoint(config, pattern)
+        if checkpoint is None:
+            sys.exit(f"error: no checkpoint of {config} (train it, or pass --ckpt {config}=PATH)")
+        if (config, stage) not in done:
+            scratch = tempfile.mkdtemp(prefix="figures-")
+            cli = main([stage, "--config", config, f"--ckpt_path={checkpoint}", *extra,
+                        f"--trainer.logger.init_args.save_dir={scratch}",
+                        "--trainer.logger.init_args.sub_dir=null",
+                        "--trainer.enable_progress_bar=false", *args.args])  # fmt: skip
+            events = EventAccumulator(cli.trainer.log_dir, size_guidance={"images": 0}).Reload()
+            done[config, stage] = events
+        images = done[config, stage].Images(tag)
+        (out / file).write_bytes(small_png(images[-1].encoded_image_string))
+        seed, commit = run_facts(Path(checkpoint))
+        rows.append(f"| [{file}]({file}) | {caption} | `{checkpoint}` | {seed} | {commit} |")
+        print(f"{out / file}: {(out / file).stat().st_size / 1e3:.0f} KB")
+    (out / "captions.md").write_text(
+        "# Figures\n\nDrawn by `python -m experiments.bench " + " ".join(sys.argv[1:]) + f"` on "
+        f"{date.today()} from the checkpoints named here (the README shows them).\n\n"
+        "| figure | what | checkpoint | seed | trained at commit |\n|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -462,6 +601,7 @@ def main(argv: list[str] | None = None) -> None:
         help="row name in the table (default: the config); for runs with --args overrides",
     )
     fit.add_argument("--name", help="section name in BENCHMARKS.md")
+    fit.add_argument("--title", help="section title: what was varied (default: name and configs)")
     fit.add_argument("--ckpt", choices=sorted(CHECKPOINTS), default="best")
     fit.add_argument("--curve", help="a validation metric to tabulate against time, e.g. val/acc")
     fit.add_argument(
@@ -478,8 +618,17 @@ def main(argv: list[str] | None = None) -> None:
     test.add_argument("--config", required=True)
     test.add_argument("--ckpt-path", nargs="+", required=True, help="one or more")
     test.add_argument("--name", required=True, help="section name in BENCHMARKS.md")
+    test.add_argument("--title", help="section title: what was varied (default: name and configs)")
     test.add_argument("--label", help="row name in the table (default: the config)")
     test.add_argument("--args", nargs=argparse.REMAINDER, default=[], help="extra CLI arguments")
+    figures = sub.add_parser("figures", help="the README's figures from trained checkpoints")
+    figures.add_argument("--out", default="docs/figures")
+    figures.add_argument("--only", nargs="*", default=[], help="configs to draw (default: all)")
+    figures.add_argument(
+        "--ckpt", nargs="*", default=[], metavar="CONFIG=PATH",
+        help="checkpoint of a config (default: the newest run's, as FIGURES names)",
+    )  # fmt: skip
+    figures.add_argument("--args", nargs=argparse.REMAINDER, default=[], help="extra CLI arguments")
     table = sub.add_parser("table", help="rewrite a section from its recorded runs")
     table.add_argument("--name", required=True)
     args = parser.parse_args(argv)
@@ -489,6 +638,7 @@ def main(argv: list[str] | None = None) -> None:
         commands = {
             "augment": bench_augment,
             "data": bench_data,
+            "figures": bench_figures,
             "fit": bench_fit,
             "test": bench_test,
             "scores": bench_scores,

@@ -165,3 +165,42 @@ def test_augment_times_our_policy_and_kornia_when_importable(fake_root, tmp_path
     rows = [r for r in text.splitlines() if r.startswith("| `")]
     assert len(rows) == 1 and "Augment` (ours)" in rows[0] and rows[0].endswith("100 of 100 |")
     assert float(rows[0].split(" | ")[1]) > 0
+
+
+def test_figures_are_drawn_from_checkpoints_small_and_captioned(fake_root, tmp_path):
+    from PIL import Image
+
+    from experiments.__main__ import main
+
+    checkpoints = {}
+    for config in dict.fromkeys(figure[1] for figure in bench.FIGURES):
+        main(["fit", "--config", config, f"--data.root={fake_root}", "--trainer.max_epochs=1",
+              "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2",
+              "--trainer.enable_progress_bar=false"])  # fmt: skip
+        checkpoints[config] = f"runs/{config}/version_0/checkpoints/last.ckpt"
+    out = tmp_path / "figures"
+    chosen = [f"{config}={path}" for config, path in checkpoints.items()]
+    bench.main(["figures", "--out", str(out), "--ckpt", *chosen,
+                "--args", f"--data.root={fake_root}", "--trainer.limit_val_batches=2",
+                "--trainer.limit_test_batches=2"])  # fmt: skip
+    captions = (out / "captions.md").read_text()
+    for file, config, *_ in bench.FIGURES:
+        png = out / file
+        assert png.stat().st_size < bench.MAX_FIGURE_BYTES, file
+        assert min(Image.open(png).size) >= 28, file
+        row = next(line for line in captions.splitlines() if line.startswith(f"| [{file}]"))
+        assert f"`{checkpoints[config]}` | 0 |" in row, row
+
+
+def test_a_large_figure_is_made_small():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    noise = np.random.default_rng(0).integers(0, 256, (800, 800, 3), dtype=np.uint8)
+    png = io.BytesIO()
+    Image.fromarray(noise).save(png, format="PNG")
+    assert len(png.getvalue()) > bench.MAX_FIGURE_BYTES
+    small = bench.small_png(png.getvalue())
+    assert len(small) <= bench.MAX_FIGURE_BYTES and Image.open(io.BytesIO(small)).width >= 100
