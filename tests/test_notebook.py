@@ -9,6 +9,13 @@ from nbclient import NotebookClient
 NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
 
 
+@pytest.fixture(autouse=True)
+def one_openmp_thread(monkeypatch):
+    """The kernels get one OpenMP thread: t-SNE's OpenMP loops next to torch's spin for tens of
+    seconds when another process (a benchmark, a parallel test) holds a core."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
 def execute(name: str, tmp_path: Path) -> list:
     """Runs ``notebooks/<name>.ipynb`` in ``tmp_path``; its code cells' outputs."""
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
