@@ -204,3 +204,18 @@ def test_a_large_figure_is_made_small():
     assert len(png.getvalue()) > bench.MAX_FIGURE_BYTES
     small = bench.small_png(png.getvalue())
     assert len(small) <= bench.MAX_FIGURE_BYTES and Image.open(io.BytesIO(small)).width >= 100
+
+
+def test_a_section_keeps_its_title_when_rewritten(tmp_path, monkeypatch):
+    """``--title`` names what a section varied; a rewrite without one keeps the title."""
+    monkeypatch.setattr(bench, "BENCHMARKS", tmp_path / "BENCHMARKS.md")
+    monkeypatch.setattr(bench, "RECORDS", tmp_path / "records")
+    record = {"config": "ae_mnist", "seed": 0, "ckpt": "best", "curve_tag": None, "curve": [],
+              "metrics": {"test/mse": 0.5}, "command": "c", "machine": "m"}  # fmt: skip
+    bench.add_record("t", record)
+    assert "## t: ae_mnist\n" in (tmp_path / "BENCHMARKS.md").read_text()
+    bench.add_record("t", record | {"seed": 1, "title": "ae_mnist over two seeds"})
+    bench.add_record("t", record | {"seed": 2, "commit": "abc1234"})
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "## ae_mnist over two seeds\n" in text and "## t:" not in text
+    assert "- commit: abc1234\n" in text and "| ae_mnist | 0, 1, 2 |" in text
