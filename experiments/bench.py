@@ -510,22 +510,22 @@ MAX_FIGURE_BYTES = 150_000
 
 def run_facts(checkpoint: Path) -> tuple[str, str]:
     """The seed (from the run's ``config.yaml``) and the commit that trained a checkpoint: the
-    run's ``commit.txt``, or for runs older than it the newest commit before the checkpoint."""
+    run's ``commit.txt``, or for runs older than it the newest commit before training began
+    (when the run's ``config.yaml`` was written)."""
     import subprocess
 
     run = checkpoint.parent.parent
-    config = (
-        yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
-    )
+    config_file = run / "config.yaml"
+    config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
     seed = str(config.get("seed_everything", "?"))
     if (run / "commit.txt").is_file():
         return seed, (run / "commit.txt").read_text().strip()
-    written = date.fromtimestamp(checkpoint.stat().st_mtime)
+    started = (config_file if config_file.is_file() else checkpoint).stat().st_mtime
     log = subprocess.run(
-        ["git", "log", "-1", "--format=%h", f"--before={checkpoint.stat().st_mtime:.0f}"],
+        ["git", "log", "-1", "--format=%h", f"--before={started:.0f}"],
         capture_output=True, text=True,
     ).stdout.strip()  # fmt: skip
-    return seed, f"after {log or '?'} (no commit.txt; checkpoint of {written})"
+    return seed, f"{log or '?'} (the newest commit when training began; no commit.txt)"
 
 
 def seed_zero_checkpoint(config: str, pattern: str) -> str | None:
