@@ -215,7 +215,9 @@ def logged_apart(trainer, sub_dir: str):
         yield
         return
     trainer.loggers = [
-        TensorBoardLogger(logger.save_dir, logger.name, logger.version, sub_dir=sub_dir)
+        TensorBoardLogger(
+            logger.save_dir, logger.name, logger.version, sub_dir=sub_dir, default_hp_metric=False
+        )
     ]
     try:
         yield

@@ -9,26 +9,32 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.tensorboard.summary import hparams
 
-# Settings every run leaves at their defaults (torch's optimizer flags, image shapes, data
-# paths): they would bury the ones that vary.
-SKIPPED = {"eps", "amsgrad", "foreach", "maximize", "capturable", "differentiable", "fused",
-           "decoupled_weight_decay", "input_shape", "output_shape", "download", "root",
-           "path"}  # fmt: skip
+# Networks (encoder, decoder, discriminators...) show their class and code size only, optimizers
+# their class and learning rate: their other arguments rarely vary and would bury the ones that do.
+NETWORK_KEYS = {"latent_dim"}
+OPTIMIZER_KEYS = {"lr"}
+SKIPPED = {"download", "root", "path"}  # where the data lives, not how the run trained
 
 
 def main_hparams(hparams: dict, prefix: str = "") -> dict[str, float | int | str | bool]:
     """The settings of a module's (or data module's) saved hyper-parameters, flattened to
-    ``"consistency/threshold"``-style keys: numbers, strings, booleans and short lists; network
-    and optimizer class names under their argument's key; ``None`` values and torch's
-    optimizer defaults left out."""
+    ``"consistency/threshold"``-style keys: numbers, strings, booleans and short lists; an
+    injected part's class name under its argument's key, with its own settings (for networks
+    the code size, for optimizers the learning rate); ``None`` left out."""
     flat: dict = {}
     for key, value in hparams.items():
         if key.startswith("_") or key in SKIPPED or value is None:
             continue
         name = f"{prefix}{key}"
         if isinstance(value, dict) and "class_path" in value:
-            flat[name] = value["class_path"].rsplit(".", 1)[-1]
-            flat |= main_hparams(value.get("init_args") or {}, f"{name}/")
+            class_path = value["class_path"]
+            flat[name] = class_path.rsplit(".", 1)[-1]
+            args = value.get("init_args") or {}
+            if class_path.startswith("torch.optim"):
+                args = {k: v for k, v in args.items() if k in OPTIMIZER_KEYS}
+            elif class_path.startswith("autoencoders.nn"):
+                args = {k: v for k, v in args.items() if k in NETWORK_KEYS}
+            flat |= main_hparams(args, f"{name}/")
         elif isinstance(value, dict):
             flat |= main_hparams(value, f"{name}/")
         elif isinstance(value, (list, tuple)):
