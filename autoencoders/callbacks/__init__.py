@@ -2,7 +2,7 @@
 
 from autoencoders.callbacks.accuracy import ClassificationMetrics
 from autoencoders.callbacks.hparams import HparamsSummary
-from autoencoders.callbacks.image_grid import ClassSampleGrid, ReconstructionGrid
+from autoencoders.callbacks.image_grid import ClassSampleGrid, ClusterExamples, ReconstructionGrid
 from autoencoders.callbacks.latent import LatentMap, LatentPriorFigure
 from autoencoders.callbacks.nelbo import NELBOMetrics
 from autoencoders.callbacks.predictions import PredictionWriter
@@ -14,6 +14,7 @@ __all__ = [
     "AnomalyThreshold",
     "ClassSampleGrid",
     "ClassificationMetrics",
+    "ClusterExamples",
     "HparamsSummary",
     "LatentGaussianGrid",
     "LatentMap",

@@ -20,8 +20,11 @@ class ClassificationMetrics(Callback):
     With ``clusters=True`` the logits are over clusters (unsupervised AAE): each cluster is
     mapped to the majority label of its training images, counted in a pass over the training
     images before every validation (``needs_training_pass``: sharded under DDP, the counts summed
-    across ranks), and accuracy is measured on the mapped labels. The map is saved in checkpoints,
-    so ``test`` of a checkpoint uses the map of its validation.
+    across ranks), and accuracy is measured on the mapped labels (Makhzani et al.'s measure).
+    The map is saved in checkpoints, so ``test`` of a checkpoint uses the map of its validation.
+    With as many clusters as classes, ``{stage}/acc_hungarian`` is also logged: the accuracy of
+    the one-to-one cluster-to-label matching that maximises it on the evaluated images
+    (scipy's ``linear_sum_assignment``, as IIC and VaDE report).
 
     With ``report=True`` the test also writes scikit-learn's classification report (precision,
     recall, F1 and support per class) as a TensorBoard text and a bar figure, and logs
@@ -52,6 +55,7 @@ class ClassificationMetrics(Callback):
         self.predicted, self.targets = CatMetric(), CatMetric()
         self.counts: torch.Tensor | None = None  # [clusters, classes] of the training pass
         self.cluster_to_label: torch.Tensor | None = None
+        self.evaluated: torch.Tensor | None = None  # [clusters, classes] of the evaluated set
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         for metric in (self.accuracy, self.confusion, self.predicted, self.targets):
@@ -66,6 +70,7 @@ class ClassificationMetrics(Callback):
     def _start(self) -> None:
         for metric in (self.accuracy, self.confusion, self.predicted, self.targets):
             metric.reset()
+        self.evaluated = None
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._start()
@@ -73,11 +78,15 @@ class ClassificationMetrics(Callback):
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         self._start()
 
-    def _count(self, logits: torch.Tensor, y: torch.Tensor) -> None:
-        """Adds a training-pass batch to the cluster x label counts."""
+    def _pairs(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The cluster x label counts ``[clusters, classes]`` of a batch."""
         k = logits.shape[1]
         pairs = logits.argmax(dim=1) * self.num_classes + y
-        counts = torch.bincount(pairs, minlength=k * self.num_classes).view(k, self.num_classes)
+        return torch.bincount(pairs, minlength=k * self.num_classes).view(k, self.num_classes)
+
+    def _count(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """Adds a training-pass batch to the cluster x label counts."""
+        counts = self._pairs(logits, y)
         self.counts = counts if self.counts is None else self.counts + counts
 
     def _update(self, trainer: Trainer, outputs, batch) -> None:
@@ -93,6 +102,9 @@ class ClassificationMetrics(Callback):
                 self.cluster_to_label, self.counts = counts.argmax(dim=1), None
             if self.cluster_to_label is None:
                 return
+            if outputs["logits"].shape[1] == self.num_classes:
+                counts = self._pairs(outputs["logits"].detach(), y)
+                self.evaluated = counts if self.evaluated is None else self.evaluated + counts
             predicted = self.cluster_to_label.to(predicted.device)[predicted]
         self.accuracy.update(predicted, y)
         self.confusion.update(predicted, y)
@@ -113,6 +125,8 @@ class ClassificationMetrics(Callback):
         if self.clusters and self.cluster_to_label is None:
             return
         pl_module.log(f"{stage}/acc", self.accuracy.compute(), prog_bar=True)
+        if self.evaluated is not None:
+            pl_module.log(f"{stage}/acc_hungarian", hungarian_accuracy(trainer, self.evaluated))
         confusion = self.confusion.compute()
         writer = tensorboard(trainer)
         if writer is not None and trainer.is_global_zero and not trainer.sanity_checking:
@@ -154,3 +168,13 @@ class ClassificationMetrics(Callback):
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         self._end(trainer, pl_module, "test")
+
+
+def hungarian_accuracy(trainer: Trainer, counts: torch.Tensor) -> torch.Tensor:
+    """Accuracy of the best one-to-one cluster-to-label matching of the cluster x label
+    ``counts`` (summed across ranks first)."""
+    from scipy.optimize import linear_sum_assignment
+
+    counts = trainer.strategy.reduce(counts.float(), reduce_op="sum")
+    rows, cols = linear_sum_assignment(counts.cpu().numpy(), maximize=True)
+    return counts[rows, cols].sum() / counts.sum()

@@ -89,3 +89,69 @@ class ClassSampleGrid(Callback):
         writer.add_image(
             "val/samples_by_class", make_grid(images, nrow=self.per_class), logged_step(trainer)
         )
+
+
+class ClusterExamples(Callback):
+    """After test, a figure of each cluster's ``per_cluster`` most confident test images, one
+    row per cluster (highest probability first), so a reader sees what every cluster holds.
+    Rows are labelled with the cluster's size on the test set and, when a
+    ``ClassificationMetrics(clusters=True)`` callback has mapped clusters to labels, its label.
+    Reads the ``logits`` the test steps return; under DDP, rank 0's share of the test set.
+
+    Args:
+        per_cluster: images per row.
+    """
+
+    def __init__(self, per_cluster: int = 10) -> None:
+        self.per_cluster = per_cluster
+        self.confidence: torch.Tensor | None = None  # [clusters, per_cluster]
+        self.images: torch.Tensor | None = None  # [clusters, per_cluster, C, H, W]
+        self.sizes: torch.Tensor | None = None  # [clusters]
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self.confidence = self.images = self.sizes = None
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dl_idx=0) -> None:
+        probs = outputs["logits"].detach().float().softmax(dim=1)
+        confidence, cluster = probs.max(dim=1)
+        x, k = batch[0].detach(), probs.shape[1]
+        if self.confidence is None:
+            self.confidence = torch.full((k, self.per_cluster), -1.0, device=x.device)
+            self.images = x.new_zeros(k, self.per_cluster, *x.shape[1:])
+            self.sizes = torch.zeros(k, dtype=torch.long, device=x.device)
+        self.sizes += torch.bincount(cluster, minlength=k)
+        for c in cluster.unique().tolist():  # merge this batch's members into cluster c's best
+            mine = cluster == c
+            scores = torch.cat([self.confidence[c], confidence[mine]])
+            images = torch.cat([self.images[c], x[mine]])
+            top = scores.topk(self.per_cluster).indices
+            self.confidence[c], self.images[c] = scores[top], images[top]
+
+    @rank_zero_only
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        import matplotlib.pyplot as plt
+
+        writer = tensorboard(trainer)
+        if writer is None or self.images is None:
+            return
+        labels = next(
+            (cb.cluster_to_label for cb in trainer.callbacks
+             if getattr(cb, "cluster_to_label", None) is not None), None,
+        )  # fmt: skip
+        k = len(self.images)
+        images = self.images * (self.confidence >= 0).view(k, -1, 1, 1, 1)  # empty slots black
+        grid = make_grid(images.flatten(0, 1).clamp(0, 1).cpu(), nrow=self.per_cluster, padding=2)
+        fig, ax = plt.subplots(figsize=(0.45 * self.per_cluster + 2, 0.45 * k + 0.5))
+        ax.imshow(grid.permute(1, 2, 0))
+        row = grid.shape[1] / k
+        names = [
+            f"{c}" + (f" -> {int(labels[c])}" if labels is not None else "")
+            + f" ({int(self.sizes[c])})"
+            for c in range(k)
+        ]  # fmt: skip
+        ax.set_yticks([row * (c + 0.5) for c in range(k)], names, fontsize=8)
+        ax.set_xticks([])
+        ax.set_ylabel("cluster -> label (test images)")
+        fig.tight_layout()
+        writer.add_figure("test/cluster_examples", fig, logged_step(trainer))
+        plt.close(fig)
