@@ -355,7 +355,12 @@ def write_table(name: str) -> None:
         checkpoint += " (`test_minutes`: wall-clock time of that test)"
     write_section(
         name,
-        header(title or f"{name}: {', '.join(configs)}", "`, `".join(commands), machines, commits)
+        header(
+            title or f"{name}: {', '.join(configs)}",
+            "`, `".join(commands),
+            machines,
+            commits or ["not recorded (runs before 2026-11-30)"],
+        )  # fmt: skip
         + f"\nMean ± standard error over seeds (`--seed_everything`); every run is tested with its "
         f"{checkpoint}. Times are wall-clock training time, validation included. `test/mse` is "
         "the mean squared error per pixel; `test/rec`, `test/kl`, `test/nelbo`, `test/nll_iwae` "
