@@ -8,6 +8,7 @@
     python -m experiments.bench scores --config anomaly_pneumonia --ckpt-path CKPT [CKPT ...]
     python -m experiments.bench table --name NAME          # rewrite a section from runs/bench/
     python -m experiments.bench figures [--ckpt aae=CKPT]  # README figures -> docs/figures/
+    python -m experiments.bench photos --ckpt-path CKPT [CKPT ...]  # digit photos, no MNIST
 
 Each command replaces its own section of ``BENCHMARKS.md`` (between ``<!-- bench:NAME -->``
 markers) and leaves the others alone.
@@ -604,6 +605,59 @@ def bench_figures(args: argparse.Namespace) -> None:
     )
 
 
+def bench_photos(args: argparse.Namespace) -> None:
+    """Reads the photo set of ``experiments/photos.py`` (digits drawn stroke by stroke and from
+    fonts, photographed; no MNIST) with trained checkpoints, preparing each photo as ``predict``
+    does (``mnist_like``): accuracy overall, per source and per digit, and the confusion matrix
+    summed over the checkpoints."""
+    from PIL import Image
+
+    from autoencoders.data.images import mnist_like
+    from experiments.__main__ import main
+    from experiments.photos import make_photos
+
+    folder = Path(args.out or f"runs/photos/seed{args.seed}")
+    made = make_photos(folder, args.per_digit, args.seed)
+    x = torch.stack([mnist_like(Image.open(path)) for path, _ in made])
+    y = torch.tensor([digit for _, digit in made])
+    font = torch.tensor(["_font" in path.name for path, _ in made])
+    cli = main(["--config", args.config], run=False)
+    rows, confusion = [], torch.zeros(10, 10, dtype=torch.long)
+    for path in args.ckpt_path:
+        model = type(cli.model).load_from_checkpoint(path, map_location="cpu").eval()
+        with torch.no_grad():
+            predicted = model.classify(x).argmax(dim=1)
+        right = (predicted == y).float()
+        confusion += torch.bincount(y * 10 + predicted, minlength=100).view(10, 10)
+        per_digit = " | ".join(f"{right[y == d].mean():.2f}" for d in range(10))
+        rows.append(f"| `{path}` | {right.mean():.3f} | {right[~font].mean():.3f} | "
+                    f"{right[font].mean():.3f} | {per_digit} |")  # fmt: skip
+    matrix = "\n".join(f"| {d} | " + " | ".join(map(str, confusion[d].tolist())) + " |"
+                       for d in range(10))  # fmt: skip
+    command = "python -m experiments.bench " + " ".join(sys.argv[1:])
+    write_section(
+        f"photos-{Path(args.config).stem}",
+        header(f"Digit photos made without MNIST, read by {Path(args.config).stem}", command)
+        + f"\n{len(made)} photos ({args.per_digit} per digit, seed {args.seed}; three in four "
+        "drawn stroke by stroke with a felt pen's width, one in four from a system font; "
+        "`experiments/photos.py`), each prepared as `predict` prepares it. Accuracy per "
+        "checkpoint, per source and per digit:\n\n"
+        "| checkpoint | all | pen | font | "
+        + " | ".join(map(str, range(10)))
+        + " |\n"
+        + "|---" * 14
+        + "|\n"
+        + "\n".join(rows)
+        + "\n\nConfusion matrix, summed over the checkpoints (rows: the digit drawn; columns: "
+        "the digit read):\n\n| | "
+        + " | ".join(map(str, range(10)))
+        + " |\n"
+        + "|---" * 11
+        + "|\n"
+        + matrix,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -647,6 +701,12 @@ def main(argv: list[str] | None = None) -> None:
         help="checkpoint of a config (default: the newest run's, as FIGURES names)",
     )  # fmt: skip
     figures.add_argument("--args", nargs=argparse.REMAINDER, default=[], help="extra CLI arguments")
+    photos = sub.add_parser("photos", help="read a photo set made without MNIST")
+    photos.add_argument("--config", default="aae")
+    photos.add_argument("--ckpt-path", nargs="+", required=True, help="one or more")
+    photos.add_argument("--per-digit", type=int, default=50)
+    photos.add_argument("--seed", type=int, default=0)
+    photos.add_argument("--out", help="folder for the photos (default runs/photos/seed<S>)")
     table = sub.add_parser("table", help="rewrite a section from its recorded runs")
     table.add_argument("--name", required=True)
     args = parser.parse_args(argv)
@@ -657,6 +717,7 @@ def main(argv: list[str] | None = None) -> None:
             "augment": bench_augment,
             "data": bench_data,
             "figures": bench_figures,
+            "photos": bench_photos,
             "fit": bench_fit,
             "test": bench_test,
             "scores": bench_scores,

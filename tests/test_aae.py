@@ -305,6 +305,17 @@ def test_predict_on_photos_writes_csv_and_skips_broken_files(fake_root, tmp_path
     for row in rows:
         assert 0 <= int(row["label"]) <= 9 and 0 < float(row["probability"]) <= 1
 
+    # on request, what the model saw: the prepared 28x28 digit beside each prediction
+    seen = "--trainer.callbacks.init_args.save_inputs=true"  # PredictionWriter comes last
+    again = main(["predict", "--config", "aae", *short(fake_root, *predict, seen)])
+    writer = next(c for c in again.trainer.callbacks if isinstance(c, PredictionWriter))
+    with open(writer.path) as f:
+        rows = list(csv.DictReader(f))
+    for row, prepared in zip(rows, images.images, strict=True):
+        saved = torch.from_numpy(np.asarray(Image.open(row["input"]).convert("L"))) / 255
+        assert saved.shape == (28, 28)
+        torch.testing.assert_close(saved, prepared[0], atol=1 / 255, rtol=0)
+
 
 def test_figures_line_up_with_the_scalars(fake_root):
     """Four optimizer steps per batch: figures are written at the scalars' step (batches)."""

@@ -219,3 +219,25 @@ def test_a_section_keeps_its_title_when_rewritten(tmp_path, monkeypatch):
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "## ae_mnist over two seeds\n" in text and "## t:" not in text
     assert "- commit: abc1234\n" in text and "| ae_mnist | 0, 1, 2 |" in text
+
+
+def test_photos_reads_a_made_photo_set_with_each_checkpoint(fake_root, tmp_path, monkeypatch):
+    from experiments.__main__ import main
+    from experiments.photos import make_photos
+
+    monkeypatch.setattr(bench, "BENCHMARKS", tmp_path / "BENCHMARKS.md")
+    made = make_photos(tmp_path / "set", per_digit=2, seed=3)
+    assert sorted(digit for _, digit in made) == sorted(list(range(10)) * 2)
+    assert {path.suffix for path, _ in made} <= {".jpg", ".png"}
+    main(["fit", "--config", "aae", f"--data.root={fake_root}", "--trainer.max_epochs=1",
+          "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=2",
+          "--trainer.enable_progress_bar=false"])  # fmt: skip
+    checkpoint = "runs/aae/version_0/checkpoints/last.ckpt"
+    bench.main(["photos", "--ckpt-path", checkpoint, checkpoint, "--per-digit", "2",
+                "--out", str(tmp_path / "photos")])  # fmt: skip
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    rows = [r for r in text.splitlines() if r.startswith(f"| `{checkpoint}` |")]
+    assert len(rows) == 2 and rows[0] == rows[1], "the same checkpoint reads the same"
+    confusion = [r for r in text.splitlines() if r[:4] in {f"| {d} " for d in range(10)}]
+    assert len(confusion) == 10
+    assert sum(int(v) for r in confusion for v in r.strip("|").split("|")[1:]) == 2 * 20

@@ -7,19 +7,25 @@ from pathlib import Path
 
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
+from torchvision.utils import save_image
 
 
 class PredictionWriter(BasePredictionWriter):
     """Writes one CSV row per predicted image: its path (or index), then every tensor the
     model's ``predict_step`` returned with one value per image (label, probability, score...).
 
+    With ``save_inputs`` each image is also written as the model saw it (for photos: the
+    prepared 28x28 digit) to ``inputs/`` beside the CSV, whose ``input`` column names it.
+
     Args:
         output: CSV path; defaults to ``predictions.csv`` in the run's log directory.
+        save_inputs: write the model's input images as PNG files.
     """
 
-    def __init__(self, output: str | None = None) -> None:
+    def __init__(self, output: str | None = None, save_inputs: bool = False) -> None:
         super().__init__(write_interval="batch")
         self.output = output
+        self.save_inputs = save_inputs
         self.path: Path | None = None
 
     def on_predict_start(self, trainer, pl_module) -> None:
@@ -40,6 +46,16 @@ class PredictionWriter(BasePredictionWriter):
         }
         paths = getattr(trainer.datamodule, "predict_paths", None)
         names = [str(paths[i]) if paths else str(i) for i in batch_indices]
+        if self.save_inputs:
+            folder = self.path.parent / "inputs"
+            folder.mkdir(exist_ok=True)
+            files = [
+                folder / f"{i:06d}_{Path(name).stem}.png"
+                for i, name in zip(batch_indices, names, strict=True)
+            ]
+            for image, file in zip(batch[0], files, strict=True):
+                save_image(image.float().clamp(0, 1), file)
+            columns = {"input": [str(f) for f in files], **columns}
         new_file = self.path.stat().st_size == 0
         with open(self.path, "a", newline="") as f:
             writer = csv.writer(f)
