@@ -167,6 +167,20 @@ def test_consistency_target_is_the_prediction_for_the_clean_image(monkeypatch):
     assert grads and all(g.abs().max() < 1e-6 for g in grads)
 
 
+def test_without_labels_the_consistency_step_also_balances_the_clusters():
+    """Clustering: the balance term joins the consistency term's optimizer step, which would
+    otherwise pull every image into one cluster."""
+    part = Consistency(weight=1.0, threshold=0.0, balance_weight=3.0)
+    model = small_aae(input_noise=0.0, consistency=part)
+    clean = torch.rand(8, 1, 28, 28)
+    view = clean.flip(-1)
+    logits = model.classify(view)
+    target = model.classify(clean).detach()
+    expected = part(logits, target) + 3.0 * losses.class_balance(logits.softmax(dim=1))
+    torch.testing.assert_close(model.consistency_loss(view, clean), expected)
+    assert part.balance(logits.softmax(dim=1)) > 0
+
+
 def test_consistency_is_computed_and_logged_every_step(fake_root, monkeypatch, tmp_path):
     model, datamodule = build(
         "aae",

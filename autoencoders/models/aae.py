@@ -184,10 +184,16 @@ class AdversarialAutoencoder(EvaluatedModule):
 
     def consistency_loss(self, view: Tensor, clean: Tensor) -> Tensor:
         """Phase 3, unlabelled: the consistency term of the label logits for a training
-        ``view`` (noise added here) against the prediction for the ``clean`` images."""
+        ``view`` (noise added here) against the prediction for the ``clean`` images, plus the
+        class-balance term of the view's predictions (the same optimizer step: without it a
+        consistency term with no labels beside it pulls every image into one cluster)."""
         with torch.no_grad():
             target = self.classify(clean)
-        return self.consistency(self.classify(self._noisy(view)), target)
+        logits = self.classify(self._noisy(view))
+        loss = self.consistency(logits, target)
+        if self.consistency.balance_weight > 0:
+            loss = loss + self.consistency.balance(logits.softmax(dim=1))
+        return loss
 
     def _step(self, optimizer, loss: Tensor) -> Tensor:
         with self.toggled_optimizer(optimizer):
