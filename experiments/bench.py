@@ -549,14 +549,21 @@ def seed_zero_checkpoint(config: str, pattern: str) -> str | None:
     return newest
 
 
-def small_png(png: bytes, limit: int = MAX_FIGURE_BYTES) -> bytes:
-    """``png`` as is when under ``limit`` bytes, else as a 256-colour palette image, shrunk by a
-    quarter at a time until it fits."""
+def small_png(png: bytes, limit: int = MAX_FIGURE_BYTES, min_width: int = 600) -> bytes:
+    """``png`` for a README: grids of 28-pixel images narrower than ``min_width`` enlarged by a
+    whole factor (pixels kept sharp); then, when over ``limit`` bytes, a 256-colour palette
+    image, shrunk by a quarter at a time until it fits."""
     import io
 
     from PIL import Image
 
     image = Image.open(io.BytesIO(png)).convert("RGB")
+    factor = -(-min_width // image.width)  # ceil: at least min_width wide
+    if factor > 1:
+        image = image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+        out = io.BytesIO()
+        image.save(out, format="PNG", optimize=True)
+        png = out.getvalue()
     while len(png) > limit:
         out = io.BytesIO()
         image.quantize(256).save(out, format="PNG", optimize=True)
