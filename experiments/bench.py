@@ -518,8 +518,8 @@ MAX_FIGURE_BYTES = 150_000
 
 def run_facts(checkpoint: Path) -> tuple[str, str]:
     """The seed (from the run's ``config.yaml``) and the commit that trained a checkpoint: the
-    run's ``commit.txt``, or for runs older than it the newest commit before training began
-    (when the run's ``config.yaml`` was written)."""
+    run's ``commit.txt``, or its bench record's commit, or for runs older than both the newest
+    commit before training began (when the run's ``config.yaml`` was written)."""
     import subprocess
 
     run = checkpoint.parent.parent
@@ -528,6 +528,11 @@ def run_facts(checkpoint: Path) -> tuple[str, str]:
     seed = str(config.get("seed_everything", "?"))
     if (run / "commit.txt").is_file():
         return seed, (run / "commit.txt").read_text().strip()
+    for records in RECORDS.glob("*.jsonl"):  # a bench record of the run that kept its commit
+        for line in records.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("commit") and Path(record.get("log_dir", "")) == run:
+                return seed, f"{record['commit']} (bench record `{records.stem}`)"
     started = (config_file if config_file.is_file() else checkpoint).stat().st_mtime
     log = subprocess.run(
         ["git", "log", "-1", "--format=%h", f"--before={started:.0f}"],
