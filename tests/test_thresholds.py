@@ -199,6 +199,6 @@ def test_ddp_gives_the_test_auroc_of_one_process(fake_root, tmp_path):
     (tmp_path / "d").mkdir()
     result = run_module("test", "--config", "conv_ae_pneumonia", *args, *ddp, cwd=tmp_path / "d")
     assert result.returncode == 0, result.stderr[-3000:]
-    events = events_of(next((tmp_path / "d" / "runs" / "conv_ae_pneumonia").iterdir()))
+    events = events_of(last.parent.parent / "test_1")  # the checkpoint's run, its 2nd test
     for name in ("test/auroc", "test/auprc", "test/balanced_acc"):
         assert events.Scalars(name)[-1].value == pytest.approx(single[name].item(), abs=1e-6)
