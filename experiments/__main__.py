@@ -11,7 +11,7 @@ from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
-from autoencoders.callbacks import HparamsSummary, RNGState
+from autoencoders.callbacks import HparamsSummary, NonFiniteGuard, NonFiniteLoss, RNGState
 from autoencoders.data import DataError
 
 # torch 2.14 deprecates a pytree helper that Lightning 2.6 still calls on every batch.
@@ -90,9 +90,10 @@ class SaveConfigAndCommit(SaveConfigCallback):
 
 
 class CLI(LightningCLI):
-    """LightningCLI with four callbacks always on: a checkpoint of the best (lowest
+    """LightningCLI with five callbacks always on: a checkpoint of the best (lowest
     ``val/loss``) epoch, ``last.ckpt`` rewritten after every epoch, the RNG states saved for
-    exact resumption, and the HPARAMS summary of a tested run.
+    exact resumption, the HPARAMS summary of a tested run, and the stop at the first
+    non-finite training loss (``--nonfinite.mode warn`` trains on).
 
     ``last.ckpt`` has its own ``ModelCheckpoint`` (no monitor) because since Lightning 2.6
     ``save_last=True`` writes it only when a best checkpoint is saved at the same step, which
@@ -102,6 +103,7 @@ class CLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(RNGState, "rng_state")
         parser.add_lightning_class_args(HparamsSummary, "hparams_summary")
+        parser.add_lightning_class_args(NonFiniteGuard, "nonfinite")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.set_defaults(
@@ -198,5 +200,5 @@ def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
 if __name__ == "__main__":
     try:
         main()
-    except DataError as err:
+    except (DataError, NonFiniteLoss) as err:
         sys.exit(f"error: {err}")

@@ -26,6 +26,9 @@ def test_every_config_runs_fast_dev_run(config, fake_root, encoder_checkpoint):
     ]
     cli = main(args)
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    cli.trainer.save_checkpoint("every_config.ckpt")  # every callback's state included
+    state = torch.load("every_config.ckpt", weights_only=True)  # tensors and primitives only
+    assert state["state_dict"].keys() == cli.model.state_dict().keys()
 
 
 def test_trainer_flags_pass_through(fake_root):
@@ -204,3 +207,41 @@ def test_ddp_on_two_cpu_processes(fake_root, tmp_path):
     assert len(shards[0]) == len(shards[1]) == (6000 - 1000) // 2
     assert set(shards[0].tolist()).isdisjoint(shards[1].tolist())
     assert (tmp_path / "runs/ae_mnist/version_0/checkpoints/last.ckpt").is_file()
+
+
+@pytest.mark.parametrize(
+    ("config", "module", "term"),
+    [("vae", "decoder", "train/loss"), ("aae", "disc_z", "train/disc_z")],
+)
+def test_a_non_finite_loss_stops_the_run_and_spares_the_checkpoint(
+    config, module, term, fake_root, tmp_path
+):
+    """Weights turned NaN in epoch 1: one line names the batch and the term, the exit code is
+    not 0, and epoch 0's last.ckpt is left as it was."""
+    poison = ["--trainer.callbacks+=tests.poison.Poison",
+              f"--trainer.callbacks.init_args.module={module}"]  # fmt: skip
+    args = short(fake_root, "--trainer.max_epochs=2", "--trainer.limit_val_batches=2", *poison)
+    result = run_module("fit", "--config", config, *args, cwd=tmp_path)
+    assert result.returncode != 0
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: non-finite training loss at batch 1 of epoch 1"), last_line
+    assert f"{term} = nan" in last_line
+    last = torch.load(
+        tmp_path / f"runs/{config}/version_0/checkpoints/last.ckpt", weights_only=True
+    )
+    weights = {k: v for k, v in last["state_dict"].items() if k != "anomaly_threshold"}  # NaN: none
+    assert last["epoch"] == 0 and all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_a_non_finite_loss_can_only_warn(fake_root):
+    from autoencoders.callbacks import NonFiniteGuard
+
+    poison = ["--trainer.callbacks+=tests.poison.Poison",
+              "--trainer.callbacks.init_args.module=decoder", "--nonfinite.mode=warn"]  # fmt: skip
+    with pytest.warns(UserWarning, match="non-finite training loss at batch 1 of epoch 1"):
+        cli = main(
+            ["fit", "--config", "ae_mnist", *short(fake_root, "--trainer.max_epochs=2", *poison)]
+        )
+    assert cli.trainer.current_epoch == 2, "trained on"
+    guard = next(c for c in cli.trainer.callbacks if isinstance(c, NonFiniteGuard))
+    assert guard.warned

@@ -5,6 +5,7 @@ from autoencoders.callbacks.hparams import HparamsSummary
 from autoencoders.callbacks.image_grid import ClassSampleGrid, ClusterExamples, ReconstructionGrid
 from autoencoders.callbacks.latent import LatentMap, LatentPriorFigure
 from autoencoders.callbacks.nelbo import NELBOMetrics
+from autoencoders.callbacks.nonfinite import NonFiniteGuard, NonFiniteLoss
 from autoencoders.callbacks.predictions import PredictionWriter
 from autoencoders.callbacks.rng import RNGState
 from autoencoders.callbacks.samples import LatentGaussianGrid, PriorSampleGrid
@@ -20,6 +21,8 @@ __all__ = [
     "LatentMap",
     "LatentPriorFigure",
     "NELBOMetrics",
+    "NonFiniteGuard",
+    "NonFiniteLoss",
     "PredictionWriter",
     "PriorSampleGrid",
     "RNGState",

@@ -104,7 +104,9 @@ def class_counts(checkpoint: str, samples: torch.Tensor, device: torch.device) -
     """How many ``samples`` the classifier of ``checkpoint`` puts in each class."""
     from autoencoders.models import EncoderClassifier
 
-    classifier = EncoderClassifier.load_from_checkpoint(checkpoint, map_location=device).eval()
+    classifier = EncoderClassifier.load_from_checkpoint(
+        checkpoint, map_location=device, weights_only=True
+    ).eval()
     logits = classifier.classify(samples.to(device))
     return torch.bincount(logits.argmax(1), minlength=logits.shape[1]).float()
 
