@@ -44,3 +44,45 @@ def test_balance_is_the_weighted_kl_of_the_mean_prediction_to_uniform():
 def test_values_that_make_no_sense_are_refused(options):
     with pytest.raises(ValueError, match="Consistency needs"):
         Consistency(**options)
+
+
+def test_the_view_is_the_models_unless_the_component_has_its_own_policy():
+    from autoencoders.augment import Augment
+
+    clean, training_view = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
+    assert Consistency().view(clean, training_view) is training_view
+    own = Consistency(augment=Augment(max_shift=2))
+    torch.manual_seed(0)
+    view = own.view(clean, training_view)
+    torch.manual_seed(0)
+    torch.testing.assert_close(view, Augment(max_shift=2)(clean))
+    assert not torch.equal(view, clean), "a shifted view of the clean images"
+
+
+def test_the_aae_trains_on_clean_images_and_the_component_on_its_view(
+    fake_root, monkeypatch, tmp_path
+):
+    """Clustering: with the component's own policy and none on the model, the reconstruction
+    and adversarial phases see the clean batch, the consistency term its augmented view."""
+    from tests.helpers import build, tiny_trainer
+
+    augment = ["--model.init_args.consistency.init_args.augment=autoencoders.augment.Augment",
+               "--model.init_args.consistency.init_args.augment.init_args.max_shift=2",
+               "--model.init_args.consistency.init_args.weight=1.0"]  # fmt: skip
+    model, datamodule = build("aae_unsupervised", fake_root, *augment)
+    seen = {}
+
+    def recorded(name):
+        method = getattr(model, name)
+
+        def wrapper(*args):
+            seen[name] = args
+            return method(*args)
+
+        return wrapper
+
+    for name in ("reconstruction_loss", "consistency_loss"):
+        monkeypatch.setattr(model, name, recorded(name))
+    tiny_trainer(tmp_path, limit_val_batches=0).fit(model, datamodule=datamodule)
+    (x,), (view, clean) = seen["reconstruction_loss"], seen["consistency_loss"]
+    assert torch.equal(x, clean) and not torch.equal(view, clean)

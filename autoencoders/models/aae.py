@@ -225,7 +225,7 @@ class AdversarialAutoencoder(EvaluatedModule):
             phase3.append(self.classification_loss(*labelled))
             logs["train/cls"] = phase3[-1].detach()
         if self.consistency is not None and self.consistency.weight > 0:
-            phase3.append(self.consistency_loss(x, clean))
+            phase3.append(self.consistency_loss(self.consistency.view(clean, x), clean))
             logs["train/consistency"] = phase3[-1].detach()
         if phase3:
             self._step(opt_cls, sum(phase3))

@@ -169,7 +169,7 @@ class SSVAE(EvaluatedModule):
             logits_u = self.classify(x_u)
         if self.consistency is not None:
             if self.consistency.weight > 0:
-                view_logits = self.classify(self.augment(x_u))
+                view_logits = self.classify(self.consistency.view(x_u, self.augment(x_u)))
                 logs["train/consistency"] = self.consistency(view_logits, logits_u)
                 loss = loss + logs["train/consistency"]
             if self.consistency.balance_weight > 0:
