@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pickle
 import subprocess
 import sys
 import warnings
@@ -119,6 +121,9 @@ class CLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         self.command_line = list(sys.argv[1:] if args is None else args)
         super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if subcommand:  # before Lightning reads the checkpoint's hyperparameters
+            check_checkpoint(self.config[subcommand].get("ckpt_path"), self.config[subcommand])
 
     def before_instantiate_classes(self) -> None:
         """With ``--ckpt_path``, Lightning 2.6 puts the checkpoint's hyperparameters over the
@@ -130,6 +135,58 @@ class CLI(LightningCLI):
         overrides = model_arguments(self.command_line)
         if subcommand and overrides and self.config[subcommand].get("ckpt_path"):
             self.config = self.parser.parse_args([subcommand, *overrides], namespace=self.config)
+
+
+def check_checkpoint(path: str | None, config) -> None:
+    """Fails in one line, before anything is built or written, when ``--ckpt_path`` names no
+    file, a file that is not a checkpoint, or a checkpoint of another model family than the
+    config's (Lightning's own names ``last`` / ``best`` / ``hpc`` are left to Lightning)."""
+    if path is None or path in ("last", "best", "hpc", "registry"):
+        return
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no checkpoint file {path}")
+    try:
+        import torch
+
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        saved = (
+            state["hyper_parameters"].get("_class_path") if "hyper_parameters" in state else None
+        )
+    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path} is not a checkpoint this project wrote ({first})") from None
+    wanted = config.model.class_path if config.get("model") else None
+    if saved and wanted and saved != wanted:
+        raise ValueError(
+            f"{path} is a checkpoint of {saved.rsplit('.', 1)[-1]}, and this config builds "
+            f"{wanted.rsplit('.', 1)[-1]}: give the config it was trained with"
+        )
+
+
+def one_line(err: BaseException) -> str:
+    """The message of the innermost cause of ``err`` (our own check, under jsonargparse's and
+    Lightning's wrappers), on one line."""
+    while True:
+        inner = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
+        if inner is None:
+            break
+        err = inner
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
+
+
+USER_ERRORS = (DataError, NonFiniteLoss, ValueError, FileNotFoundError)
+
+
+def cli_main(args: list[str] | None = None) -> None:
+    """``main`` for the command line: a bad input ends in one ``error:`` line and exit code 1
+    (``AUTOENCODERS_TRACEBACK=1`` shows the whole traceback instead)."""
+    try:
+        main(args)
+    except USER_ERRORS as err:
+        if os.environ.get("AUTOENCODERS_TRACEBACK"):
+            raise
+        sys.exit(f"error: {one_line(err)}")
 
 
 def model_arguments(args: list[str]) -> list[str]:
@@ -198,7 +255,4 @@ def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (DataError, NonFiniteLoss) as err:
-        sys.exit(f"error: {err}")
+    cli_main()

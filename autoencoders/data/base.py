@@ -174,6 +174,8 @@ class InMemoryDataModule(LightningDataModule):
 
     def __init__(self, root: str | None, batch_size: int, seed: int) -> None:
         super().__init__()
+        if batch_size <= 0:  # before any run folder exists (the loaders check again)
+            raise ValueError(f"batch_size={batch_size} must be a positive number of images")
         self.root = Path(root if root is not None else default_root())
         self.batch_size = batch_size
         self.seed = seed

@@ -72,6 +72,10 @@ class MNISTDataModule(InMemoryDataModule):
             raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
         if labels_per_class is not None and labeled_fraction is not None:
             raise ValueError("give labels_per_class or labeled_fraction, not both")
+        if labels_per_class is not None and labels_per_class <= 0:
+            raise ValueError(f"labels_per_class must be a positive count, got {labels_per_class}")
+        if labeled_fraction is not None and not 0 < labeled_fraction <= 1:
+            raise ValueError(f"labeled_fraction must be in (0, 1], got {labeled_fraction}")
         self.save_hyperparameters()
         self.dataset_cls = DATASETS[dataset]
         self.labelled_set: InMemoryImages | None = None
