@@ -165,14 +165,14 @@ def check_checkpoint(path: str | None, config) -> None:
 
 def one_line(err: BaseException) -> str:
     """The message of the innermost cause of ``err`` (our own check, under jsonargparse's and
-    Lightning's wrappers), on one line."""
+    Lightning's wrappers), its lines joined into one."""
     while True:
         inner = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
         if inner is None:
             break
         err = inner
-    lines = str(err).strip().splitlines()
-    return lines[0] if lines else type(err).__name__
+    text = " ".join(line.strip() for line in str(err).strip().splitlines())
+    return text or type(err).__name__
 
 
 USER_ERRORS = (DataError, NonFiniteLoss, ValueError, FileNotFoundError)
