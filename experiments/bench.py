@@ -500,6 +500,8 @@ FIGURES = [
      "`aae` reconstructions: validation digits above their reconstructions"),
     ("aae_confusion_matrix.png", "aae", "test", "test/confusion_matrix", "last.ckpt", [],
      "`aae` test confusion matrix, 100 labels"),
+    ("clusters.png", "aae_unsupervised", "test", "test/cluster_examples", "last.ckpt", [],
+     "`aae_unsupervised`: each of the 30 clusters' 10 most confident test images, no labels"),
     ("vae_prior_samples.png", "vae", "test", "test/prior_samples", "best*.ckpt",
      ["--trainer.limit_test_batches=2", "--trainer.callbacks.init_args.iwae_samples=0"],
      "`vae` samples from the prior (Bernoulli means)"),
