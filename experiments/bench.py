@@ -312,9 +312,10 @@ def provenance(log_dir: str) -> dict[str, str | None]:
     """What a record keeps to be reproduced: the code's commit and the run's resolved config."""
     from experiments.__main__ import git_commit
 
-    config = Path(log_dir, "config.yaml")
+    config, commit = Path(log_dir, "config.yaml"), Path(log_dir, "commit.txt")
     return {
-        "commit": git_commit(),
+        # commit.txt is written when the run starts; the tree may have moved on since
+        "commit": commit.read_text().strip() if commit.is_file() else git_commit(),
         "resolved_config": config.read_text() if config.is_file() else None,
     }
 
