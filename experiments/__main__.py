@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import pickle
+import signal
 import subprocess
 import sys
 import warnings
@@ -12,14 +12,27 @@ from pathlib import Path
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from autoencoders.callbacks import HparamsSummary, NonFiniteGuard, NonFiniteLoss, RNGState
+from autoencoders.callbacks import (
+    CheckpointOnSIGTERM,
+    HparamsSummary,
+    NonFiniteGuard,
+    NonFiniteLoss,
+    RNGState,
+)
+from autoencoders.checkpoint import check_family, read_checkpoint
 from autoencoders.data import DataError
 
 # torch 2.14 deprecates a pytree helper that Lightning 2.6 still calls on every batch.
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
+# Lightning 2.6 warns at every step-interval save of a manual-optimization model that the
+# checkpoint holds the weights after the step, which is what a resumed run needs.
+warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
+
 CONFIGS = Path(__file__).parent / "configs"
+ATOMIC_SAVE = [{"class_path": "autoencoders.checkpoint.AtomicCheckpointIO"}]
 
 
 def resolve_config(value: str) -> str:
@@ -92,20 +105,34 @@ class SaveConfigAndCommit(SaveConfigCallback):
 
 
 class CLI(LightningCLI):
-    """LightningCLI with five callbacks always on: a checkpoint of the best (lowest
-    ``val/loss``) epoch, ``last.ckpt`` rewritten after every epoch, the RNG states saved for
-    exact resumption, the HPARAMS summary of a tested run, and the stop at the first
-    non-finite training loss (``--nonfinite.mode warn`` trains on).
+    """LightningCLI with six callbacks always on: a checkpoint of the best (lowest
+    ``val/loss``) epoch, ``last.ckpt`` rewritten after every epoch (or every N optimizer steps
+    with ``--last_checkpoint.every_n_train_steps N``), the RNG states saved for exact
+    resumption, ``last.ckpt`` written where a SIGTERM stopped the run, the HPARAMS summary of a
+    tested run, and the stop at the first non-finite training loss (``--nonfinite.mode warn``
+    trains on). Checkpoints are written atomically (``AtomicCheckpointIO``).
 
     ``last.ckpt`` has its own ``ModelCheckpoint`` (no monitor) because since Lightning 2.6
     ``save_last=True`` writes it only when a best checkpoint is saved at the same step, which
     makes it a copy of the best epoch.
     """
 
+    def __init__(self, *args, args_: list[str] | None = None, **kwargs) -> None:
+        self.command_line = list(sys.argv[1:] if args_ is None else args_)
+        super().__init__(*args, args=args_, **kwargs)
+
+    def subcommands(self) -> dict[str, set[str]]:
+        """Only the subcommand on the command line gets its parser (building all four took a
+        second of every run's start); without one, ``--help`` lists them all."""
+        every = LightningCLI.subcommands()
+        first = self.command_line[0] if self.command_line else None
+        return {first: every[first]} if first in every else every
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(RNGState, "rng_state")
         parser.add_lightning_class_args(HparamsSummary, "hparams_summary")
         parser.add_lightning_class_args(NonFiniteGuard, "nonfinite")
+        parser.add_lightning_class_args(CheckpointOnSIGTERM, "sigterm")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.set_defaults(
@@ -119,7 +146,6 @@ class CLI(LightningCLI):
         )
 
     def parse_arguments(self, parser, args) -> None:
-        self.command_line = list(sys.argv[1:] if args is None else args)
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if subcommand:  # before Lightning reads the checkpoint's hyperparameters
@@ -143,24 +169,10 @@ def check_checkpoint(path: str | None, config) -> None:
     config's (Lightning's own names ``last`` / ``best`` / ``hpc`` are left to Lightning)."""
     if path is None or path in ("last", "best", "hpc", "registry"):
         return
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no checkpoint file {path}")
-    try:
-        import torch
-
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        saved = (
-            state["hyper_parameters"].get("_class_path") if "hyper_parameters" in state else None
-        )
-    except (pickle.UnpicklingError, RuntimeError, EOFError, KeyError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path} is not a checkpoint this project wrote ({first})") from None
-    wanted = config.model.class_path if config.get("model") else None
-    if saved and wanted and saved != wanted:
-        raise ValueError(
-            f"{path} is a checkpoint of {saved.rsplit('.', 1)[-1]}, and this config builds "
-            f"{wanted.rsplit('.', 1)[-1]}: give the config it was trained with"
-        )
+    state = read_checkpoint(path)
+    if config.get("model"):
+        hint = ": give the config it was trained with"
+        check_family(path, state, config.model.class_path, hint)
 
 
 def one_line(err: BaseException) -> str:
@@ -187,6 +199,10 @@ def cli_main(args: list[str] | None = None) -> None:
         if os.environ.get("AUTOENCODERS_TRACEBACK"):
             raise
         sys.exit(f"error: {one_line(err)}")
+    except SIGTERMException:  # Lightning's stop exits 0, as if the run had finished
+        print("error: stopped by SIGTERM between two batches, last.ckpt written there; "
+              "go on with: fit --ckpt_path last", file=sys.stderr)  # fmt: skip
+        sys.exit(128 + signal.SIGTERM)
 
 
 def model_arguments(args: list[str]) -> list[str]:
@@ -200,35 +216,62 @@ def model_arguments(args: list[str]) -> list[str]:
     return found
 
 
-def checkpoint_run(args: list[str]) -> Path | None:
-    """The run folder (``<save_dir>/<name>/version_N``) of the ``--ckpt_path`` in ``args`` of a
-    ``validate`` / ``test`` / ``predict`` command, when that checkpoint lies in one's
-    ``checkpoints/``; ``None`` for ``fit`` and for checkpoints from elsewhere."""
-    if not args or args[0] not in ("validate", "test", "predict"):
-        return None
+def ckpt_path_arg(args: list[str]) -> tuple[int, str] | None:
+    """The position and value of ``--ckpt_path`` in ``args``."""
     for i, arg in enumerate(args):
-        value = args[i + 1] if arg == "--ckpt_path" and i + 1 < len(args) else None
-        value = arg.split("=", 1)[1] if arg.startswith("--ckpt_path=") else value
-        if value and Path(value).is_file():
-            folder = Path(value).parent
-            if folder.name == "checkpoints" and (folder.parent / "config.yaml").is_file():
-                return folder.parent
+        if arg == "--ckpt_path" and i + 1 < len(args):
+            return i + 1, args[i + 1]
+        if arg.startswith("--ckpt_path="):
+            return i, arg.split("=", 1)[1]
+    return None
+
+
+def resolve_last(args: list[str], stem: str) -> list[str]:
+    """``fit --ckpt_path last`` names the newest ``runs/<stem>/version_*/checkpoints/last.ckpt``
+    (Lightning would look only in the new run's empty folder); left as it is when there is
+    none, so that Lightning starts from scratch with a warning (a job script can always pass
+    ``last``)."""
+    found = ckpt_path_arg(args)
+    if not args or args[0] != "fit" or found is None or found[1] != "last":
+        return args
+    candidates = Path("runs", stem).glob("version_*/checkpoints/last.ckpt")
+    newest = max(candidates, key=lambda path: path.stat().st_mtime, default=None)
+    if newest is None:
+        return args
+    i, _ = found
+    return [*args[:i], f"--ckpt_path={newest}" if args[i].startswith("--") else str(newest),
+            *args[i + 1 :]]  # fmt: skip
+
+
+def checkpoint_run(args: list[str]) -> Path | None:
+    """The run folder (``<save_dir>/<name>/version_N``) of the ``--ckpt_path`` in ``args``,
+    when that checkpoint lies in one's ``checkpoints/``; ``None`` for checkpoints from
+    elsewhere."""
+    found = ckpt_path_arg(args)
+    if not args or found is None or not Path(found[1]).is_file():
+        return None
+    folder = Path(found[1]).parent
+    if folder.name == "checkpoints" and (folder.parent / "config.yaml").is_file():
+        return folder.parent
     return None
 
 
 def logger_for(args: list[str], stem: str) -> dict:
-    """TensorBoard logs go to ``runs/<config stem>/version_N``; a ``validate`` / ``test`` /
-    ``predict`` of a run's checkpoint goes into that run, as its sub-run ``<command>/`` (the
-    next free ``<command>_K/`` when that exists), so its numbers, figures and
-    ``predictions.csv`` sit beside the curves they conclude."""
+    """TensorBoard logs go to ``runs/<config stem>/version_N``. A ``fit`` that resumes from a
+    run's checkpoint continues that run (its curves, its ``checkpoints/``); a ``validate`` /
+    ``test`` / ``predict`` of a run's checkpoint goes into that run as its sub-run
+    ``<command>/`` (the next free ``<command>_K/`` when that exists), so its numbers, figures
+    and ``predictions.csv`` sit beside the curves they conclude."""
     init = {"save_dir": "runs", "name": stem, "default_hp_metric": False}
     run = checkpoint_run(args)
     if run is not None:
+        init = {"save_dir": str(run.parent.parent), "name": run.parent.name,
+                "version": run.name, "default_hp_metric": False}  # fmt: skip
+    if run is not None and args[0] != "fit":
         sub_dir, k = args[0], 1
         while (run / sub_dir).exists():
             sub_dir, k = f"{args[0]}_{k}", k + 1
-        init = {"save_dir": str(run.parent.parent), "name": run.parent.name,
-                "version": run.name, "sub_dir": sub_dir, "default_hp_metric": False}  # fmt: skip
+        init["sub_dir"] = sub_dir
     return {"class_path": "pytorch_lightning.loggers.TensorBoardLogger", "init_args": init}
 
 
@@ -237,6 +280,7 @@ def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     unless the config names another logger."""
     from_command_line = args is None
     args, stem = resolve_args(sys.argv[1:] if from_command_line else list(args))
+    args = resolve_last(args, stem)
     if from_command_line:  # DDP re-launches sys.argv: keep the resolved config path there
         sys.argv[1:] = args
     logger = logger_for(args, stem)
@@ -246,10 +290,10 @@ def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         auto_configure_optimizers=False,
-        trainer_defaults={"logger": logger, "accelerator": "auto"},
+        trainer_defaults={"logger": logger, "accelerator": "auto", "plugins": ATOMIC_SAVE},
         save_config_callback=SaveConfigAndCommit,
         save_config_kwargs={"overwrite": True},
-        args=None if from_command_line else args,
+        args_=None if from_command_line else args,
         run=run,
     )
 

@@ -1,11 +1,18 @@
 import os
 
 import pytest
+import torch
 
 from tests.fakedata import write_all
 
-# Read before the autouse fixture below hides it from every test.
+# Read before the autouse fixture below hides it from every test (absolute: tests change the
+# working directory).
 REAL_DATA = os.environ.get("AUTOENCODERS_DATA")  # unset: no real data
+REAL_DATA = os.path.abspath(REAL_DATA) if REAL_DATA else None
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers, one per core
+    os.environ["OMP_NUM_THREADS"] = "1"  # for the processes tests start, too
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

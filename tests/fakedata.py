@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-MNIST_SIZES = {"train": 6000, "t10k": 1000}
-PNEUMONIA_SIZES = {"train": (20, 40), "val": (10, 20), "test": (15, 25)}  # (healthy, pneumonia)
+# odd test-set sizes: DDP on two processes splits them unevenly (tests/test_ddp.py)
+MNIST_SIZES = {"train": 6000, "t10k": 301}
+PNEUMONIA_SIZES = {"train": (21, 40), "val": (11, 20), "test": (15, 26)}  # (healthy, pneumonia)
 
 
 def class_images(labels: np.ndarray, rng: np.random.Generator, size: int = 28) -> np.ndarray:

@@ -45,12 +45,13 @@ def short(root: str, *extra: str, train_batches: int = 3) -> list[str]:
     ]  # fmt: skip
 
 
-def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``python -m experiments ARGS`` in a fresh process (what a user types)."""
+def run_module(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m experiments ARGS`` in a fresh process (what a user types); ``env`` adds
+    environment variables."""
     return subprocess.run(
         [sys.executable, "-m", "experiments", *args],
         capture_output=True, text=True, timeout=300, cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
     )  # fmt: skip
 
 

@@ -17,7 +17,7 @@ from autoencoders.data.images import UserImages, mnist_like
 from autoencoders.models import AdversarialAutoencoder
 from autoencoders.nn import MLP, MLPDecoder, MLPEncoder
 from experiments.__main__ import main
-from tests.helpers import build, run_module, short, tiny_trainer
+from tests.helpers import build, short, tiny_trainer
 
 
 def small_aae(style_dim: int = 2, **kwargs) -> AdversarialAutoencoder:
@@ -261,14 +261,6 @@ def test_checkpoint_restores_optimizer_and_scheduler_states(fake_root):
             torch.testing.assert_close(state[index]["momentum_buffer"], values["momentum_buffer"])
     schedulers = [config.scheduler for config in resumed.trainer.lr_scheduler_configs]
     assert [s.last_epoch for s in schedulers] == [1, 1, 1, 1]
-
-
-def test_ddp_on_two_cpu_processes(fake_root, tmp_path):
-    ddp = ["--trainer.accelerator=cpu", "--trainer.devices=2",
-           "--trainer.strategy=ddp_find_unused_parameters_true"]  # fmt: skip
-    result = run_module("fit", "--config", "aae", *short(fake_root, *ddp), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "runs/aae/version_0/checkpoints/last.ckpt").is_file()
 
 
 def digit_photo(size, mode, light_background: bool) -> Image.Image:

@@ -15,7 +15,7 @@ from autoencoders.callbacks import NELBOMetrics, PriorSampleGrid
 from autoencoders.consistency import Consistency
 from autoencoders.models import GMVAE, SSVAE, VAE, EncoderClassifier
 from autoencoders.nn import MLP, ConvEncoder, MLPDecoder, MLPEncoder
-from tests.helpers import build, run_module, short
+from tests.helpers import build
 
 
 def test_log_normal_and_kl_match_torch_distributions():
@@ -282,10 +282,3 @@ def test_classifier_loads_the_encoder_of_a_vae_checkpoint(fake_root, tmp_path):
         EncoderClassifier(ConvEncoder(20, [4, 8]), encoder_checkpoint=str(path)).setup("fit")
     with pytest.raises(ValueError, match="no encoder checkpoint matches"):
         EncoderClassifier(ConvEncoder(20), encoder_checkpoint="nowhere/*.ckpt").setup("fit")
-
-
-def test_ssvae_ddp_on_two_cpu_processes(fake_root, tmp_path):
-    ddp = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
-    result = run_module("fit", "--config", "ssvae", *short(fake_root, *ddp), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "runs/ssvae/version_0/checkpoints/last.ckpt").is_file()

@@ -7,12 +7,14 @@ from autoencoders.callbacks.latent import LatentMap, LatentPriorFigure
 from autoencoders.callbacks.nelbo import NELBOMetrics
 from autoencoders.callbacks.nonfinite import NonFiniteGuard, NonFiniteLoss
 from autoencoders.callbacks.predictions import PredictionWriter
+from autoencoders.callbacks.preemption import CheckpointOnSIGTERM
 from autoencoders.callbacks.rng import RNGState
 from autoencoders.callbacks.samples import LatentGaussianGrid, PriorSampleGrid
 from autoencoders.callbacks.thresholds import AnomalyThreshold
 
 __all__ = [
     "AnomalyThreshold",
+    "CheckpointOnSIGTERM",
     "ClassSampleGrid",
     "ClassificationMetrics",
     "ClusterExamples",

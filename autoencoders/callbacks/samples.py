@@ -11,6 +11,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torchvision.utils import make_grid
 
 from autoencoders.callbacks.image_grid import logged_step, tensorboard
+from autoencoders.checkpoint import check_family, read_checkpoint
 from autoencoders.data.base import is_training_pass
 from autoencoders.models.classifier import newest_match
 
@@ -45,6 +46,10 @@ class PriorSampleGrid(Callback):
         self.nrow = nrow
         self.classifier_checkpoint = classifier_checkpoint
         self.seed = seed
+        found = newest_match(classifier_checkpoint) if classifier_checkpoint else None
+        if found:  # another family's checkpoint fails here, before a run starts
+            hint = " (classifier_checkpoint: train one with `make fit CONFIG=mnist_classifier`)"
+            check_family(found, read_checkpoint(found), "EncoderClassifier", hint)
 
     @torch.no_grad()
     def _samples(self, pl_module: LightningModule) -> torch.Tensor:

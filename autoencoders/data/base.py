@@ -9,11 +9,16 @@ every rank reads its own shard.
 
 from __future__ import annotations
 
+import math
 import os
+import struct
+import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from pytorch_lightning import LightningDataModule
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
@@ -47,6 +52,52 @@ def missing_files_message(name: str, root: str | Path, files: list[Path], reason
     if reason:
         lines.append(f"Download failed: {reason}")
     return "\n".join(lines)
+
+
+def check_idx_file(path: Path) -> None:
+    """Raises ``DataError`` when an idx file of unsigned bytes (MNIST's format) is not as long
+    as its header says: a cut-short download fails here, before a run starts."""
+    with open(path, "rb") as file:
+        header = file.read(4)
+        if len(header) < 4 or header[2] != 0x08:
+            return  # not unsigned bytes: torchvision's reader will judge it
+        shape = file.read(4 * header[3])
+    size = path.stat().st_size
+    expected = 4 + len(shape)  # a header cut short: no shape to trust
+    if len(shape) == 4 * header[3]:
+        expected += math.prod(struct.unpack(f">{header[3]}I", shape))
+    if size != expected:
+        raise DataError(
+            f"{path} is cut short or corrupt ({size} bytes, its header promises {expected}): "
+            "delete it to download again, or restore it"
+        )
+
+
+def check_npz_file(path: Path) -> None:
+    """Raises ``DataError`` when a ``.npz`` file is not a whole zip archive (checked by CRC)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        bad = str(err)
+    if bad is not None:
+        raise DataError(
+            f"{path} is cut short or corrupt ({bad}): delete it to download again, or restore it"
+        )
+
+
+@contextmanager
+def removed_if_left_empty(*folders: Path):
+    """Runs a download; when it fails, removes those of ``folders`` (deepest first) that it
+    created and left empty, so that a failed download leaves the data root as it was."""
+    new = [folder for folder in folders if not folder.exists()]
+    try:
+        yield
+    except Exception:
+        for folder in sorted(new, key=lambda f: len(f.parts), reverse=True):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
 
 
 class InMemoryImages(Dataset):
@@ -98,16 +149,12 @@ def normalize_contrast(x: Tensor, mean: float = 0.5, std: float = 0.2) -> Tensor
     return (mean + std * z).clamp(0, 1).view_as(x)
 
 
-def _whole_batch(batch):
-    """The dataset already returns a collated batch: pass it through."""
-    return batch
-
-
 class EpochShuffle(RandomSampler):
     """A random permutation that depends only on ``seed``, the epoch (Lightning calls
     ``set_epoch``, so a resumed run sees the same orders) and the restart within the epoch (a
     small labelled loader that a ``CombinedLoader`` restarts gets a new order each time). Under
-    DDP Lightning replaces it with a ``DistributedSampler``."""
+    DDP Lightning replaces it with a ``DistributedSampler``. Its state (epoch, restarts) travels
+    in checkpoints through ``BatchLoader``."""
 
     def __init__(self, data_source: Dataset, seed: int) -> None:
         super().__init__(data_source)
@@ -116,7 +163,8 @@ class EpochShuffle(RandomSampler):
         self.restarts = 0  # iterations started in this epoch
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch, self.restarts = epoch, 0
+        if epoch != self.epoch:  # a run resumed inside an epoch sets it again: keep its restarts
+            self.epoch, self.restarts = epoch, 0
 
     def __iter__(self):
         # restart 0 keeps the order of a loader that runs once per epoch: seed + epoch
@@ -126,15 +174,52 @@ class EpochShuffle(RandomSampler):
         yield from torch.randperm(len(self.data_source), generator=generator).tolist()
 
 
-def batch_loader(dataset: InMemoryImages, batch_size: int, shuffle: bool) -> DataLoader:
-    """A ``DataLoader`` that fetches each batch with a single tensor index.
+class BatchLoader(DataLoader):
+    """A ``DataLoader`` over an in-memory dataset that cuts each batch with one tensor index
+    and knows how far through its pass it is, so that a run resumed from a checkpoint written
+    inside an epoch goes on with the next batch.
+
+    Lightning stores ``state_dict()`` of every training loader in each checkpoint and hands it
+    back to ``load_state_dict`` on resume (a loader with both methods is "stateful"). The state
+    is the number of batches yielded in the current pass and the sampler's epoch and restarts;
+    the resumed pass skips those batches by index, without reading them, so no random draw of
+    a skipped batch (dynamic binarization) shifts the restored random stream. The sampler may
+    be Lightning's ``DistributedSampler``: the skip works the same on every rank.
+    """
+
+    _yielded = 0  # batches handed out in the current pass
+    _skip = 0  # batches to skip at the start of the next pass (set on resume)
+
+    def __iter__(self):
+        skip, self._skip = self._skip, 0
+        self._yielded = 0
+        for indices in self.batch_sampler:
+            self._yielded += 1
+            if self._yielded > skip:
+                yield self.dataset.__getitems__(indices)
+
+    def state_dict(self) -> dict[str, int]:
+        state = {"yielded": self._yielded}
+        if isinstance(self.sampler, EpochShuffle):
+            state |= {"epoch": self.sampler.epoch, "restarts": self.sampler.restarts}
+        return state
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._skip = state["yielded"]
+        if isinstance(self.sampler, EpochShuffle) and "epoch" in state:
+            # the pass in progress is drawn again (restart count - 1), then skipped into
+            self.sampler.epoch, self.sampler.restarts = state["epoch"], state["restarts"] - 1
+
+
+def batch_loader(dataset: InMemoryImages, batch_size: int, shuffle: bool) -> BatchLoader:
+    """A ``BatchLoader`` of ``batch_size`` images.
 
     Shuffling follows the global seed (``seed_everything``) and the epoch, see ``EpochShuffle``.
     """
     if batch_size <= 0:
         raise DataError(f"batch_size={batch_size} must be a positive number of images")
     sampler = EpochShuffle(dataset, torch.initial_seed()) if shuffle else None
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=_whole_batch)
+    return BatchLoader(dataset, batch_size=batch_size, sampler=sampler)
 
 
 def wants_training_pass(trainer) -> bool:
@@ -183,21 +268,34 @@ class InMemoryDataModule(LightningDataModule):
     def train_dataloader(self):
         return batch_loader(self.train_set, self.batch_size, shuffle=True)
 
+    def eval_loader(self, dataset: InMemoryImages) -> BatchLoader:
+        """The images of ``dataset`` in order. Under DDP each rank reads every
+        ``world_size``-th image and every image is evaluated exactly once: the ranks' shards
+        differ by at most one image, where Lightning's ``DistributedSampler`` would repeat
+        images to even them out and every metric would count those twice."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return batch_loader(dataset, self.batch_size, shuffle=False)
+        sampler = UnrepeatedDistributedSampler(
+            dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        )
+        return BatchLoader(dataset, batch_size=self.batch_size, sampler=sampler)
+
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """The validation images; during ``fit``, when the model or a callback asks for
         statistics over the training images (``needs_training_pass``), first those, unshuffled
-        and without random reads (Lightning shards both under DDP)."""
-        val = batch_loader(self.val_set, self.batch_size, shuffle=False)
+        and without random reads."""
+        val = self.eval_loader(self.val_set)
         self.has_training_pass = wants_training_pass(self.trainer)
         if not self.has_training_pass:
             return val
         train = InMemoryImages(
             self.train_set.images, self.train_set.targets, contrast=self.train_set.contrast
         )
-        return [batch_loader(train, self.batch_size, shuffle=False), val]
+        return [self.eval_loader(train), val]
 
     def test_dataloader(self) -> DataLoader:
-        return batch_loader(self.test_set, self.batch_size, shuffle=False)
+        return self.eval_loader(self.test_set)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

@@ -14,6 +14,7 @@ the way MedMNIST made PneumoniaMNIST from the full-size images.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,9 +36,23 @@ def image_files(path: str | Path) -> list[Path]:
     raise FileNotFoundError(f"no image file or folder at '{path}'")
 
 
+def grey_levels(image: Image.Image) -> np.ndarray:
+    """An image's grey levels in ``[0, 1]`` as it is meant to be seen: turned upright by its
+    EXIF orientation, 16-bit grey scaled by its full range (Pillow's ``convert("L")`` clips
+    it), transparent pixels shown on white paper (``convert("L")`` drops the alpha channel,
+    and the colour under a transparent pixel is often black)."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I;16") or image.mode == "I":
+        return np.clip(np.asarray(image, dtype=np.float32) / 65535, 0, 1)
+    if "A" in image.mode or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+    return np.asarray(image.convert("L"), dtype=np.float32) / 255
+
+
 def mnist_like(image: Image.Image, size: int = 28, box: int = 20) -> torch.Tensor:
     """A photo of one digit as a ``[1, size, size]`` float tensor in ``[0, 1]``, ink bright."""
-    gray = np.asarray(ImageOps.exif_transpose(image).convert("L"), dtype=np.float32) / 255
+    gray = grey_levels(image)
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     background = float(np.median(border))
     ink = background - gray if background > 0.5 else gray - background
@@ -64,7 +79,7 @@ def mnist_like(image: Image.Image, size: int = 28, box: int = 20) -> torch.Tenso
 
 def resized_gray(image: Image.Image, size: int = 28) -> torch.Tensor:
     """Any image as a grey ``[1, size, size]`` tensor in ``[0, 1]``: centre square, resized."""
-    gray = ImageOps.exif_transpose(image).convert("L")
+    gray = Image.fromarray((grey_levels(image) * 255).round().astype(np.uint8))
     side = min(gray.size)
     square = ImageOps.fit(gray, (side, side), centering=(0.5, 0.5))
     resized = square.resize((size, size), Image.BICUBIC)
@@ -75,8 +90,10 @@ class UserImages(Dataset):
     """The readable images under ``path``, preprocessed by ``preprocess`` (default
     ``mnist_like``); yields ``(x, index)``.
 
-    A file that cannot be read gets one line on stderr and is left out; ``paths`` lists the
-    files kept, in dataset order.
+    A file that cannot be read (not an image, truncated, or more pixels than Pillow's
+    decompression-bomb limit ``PIL.Image.MAX_IMAGE_PIXELS``, checked from the header before
+    decoding) gets one line on stderr and is left out; ``paths`` lists the files kept, in
+    dataset order.
     """
 
     def __init__(
@@ -86,10 +103,13 @@ class UserImages(Dataset):
         images = []
         for file in image_files(path):
             try:
-                with Image.open(file) as image:
-                    images.append(preprocess(image))
+                with warnings.catch_warnings():  # Pillow only warns up to twice its limit
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    with Image.open(file) as image:
+                        images.append(preprocess(image))
                 self.paths.append(file)
-            except (UnidentifiedImageError, OSError, ValueError) as err:
+            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombWarning,
+                    Image.DecompressionBombError) as err:  # fmt: skip
                 print(f"skipping {file}: cannot read it as an image ({err})", file=sys.stderr)
         if not images:
             raise FileNotFoundError(f"no readable image under '{path}'")

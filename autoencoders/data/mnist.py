@@ -15,7 +15,9 @@ from autoencoders.data.base import (
     InMemoryDataModule,
     InMemoryImages,
     batch_loader,
+    check_idx_file,
     missing_files_message,
+    removed_if_left_empty,
     short_reason,
     static_binarize,
 )
@@ -94,11 +96,15 @@ class MNISTDataModule(InMemoryDataModule):
 
     def prepare_data(self) -> None:
         if all(f.is_file() for f in self.raw_files):
+            for file in self.raw_files:
+                check_idx_file(file)
             return
         reason = "downloads are off (download: false)"
         if self.hparams.download:
+            raw = self.raw_files[0].parent
             try:
-                self.dataset_cls(str(self.root), train=True, download=True)
+                with removed_if_left_empty(self.root, raw.parent, raw):
+                    self.dataset_cls(str(self.root), train=True, download=True)
                 return
             except Exception as err:  # torchvision raises RuntimeError or URLError
                 reason = short_reason(err)

@@ -12,8 +12,10 @@ from autoencoders.data.base import (
     DataError,
     InMemoryDataModule,
     InMemoryImages,
+    check_npz_file,
     missing_files_message,
     normalize_contrast,
+    removed_if_left_empty,
     short_reason,
 )
 from autoencoders.data.images import UserImages, resized_gray
@@ -64,14 +66,16 @@ class PneumoniaMNISTDataModule(InMemoryDataModule):
 
     def prepare_data(self) -> None:
         if self.file.is_file():
+            check_npz_file(self.file)
             return
         reason = "downloads are off (download: false)"
         if self.hparams.download:
             try:
                 import medmnist
 
-                self.root.mkdir(parents=True, exist_ok=True)
-                medmnist.PneumoniaMNIST(split="train", root=str(self.root), download=True)
+                with removed_if_left_empty(self.root, *self.root.parents):
+                    self.root.mkdir(parents=True, exist_ok=True)
+                    medmnist.PneumoniaMNIST(split="train", root=str(self.root), download=True)
                 return
             except Exception as err:
                 reason = short_reason(err)

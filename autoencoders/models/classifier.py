@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from autoencoders.checkpoint import read_checkpoint
 from autoencoders.models.base import EvaluatedModule, optimizer_config
 from autoencoders.nn import MLP
 
@@ -28,8 +29,9 @@ class EncoderClassifier(EvaluatedModule):
         encoder_checkpoint: a checkpoint of any model of this package with an ``encoder``
             (autoencoder, VAE, AAE, ...), or a glob pattern (the newest match is used, e.g.
             ``runs/conv_ae_fashion/version_*/checkpoints/best*.ckpt``): when fitting starts its
-            encoder weights are loaded into ``encoder``, which must have the same architecture.
-            ``None`` trains the same network from scratch.
+            encoder weights are loaded into ``encoder``, which must have the same architecture
+            (a file that is there is also loaded at construction, so that a wrong one fails
+            before a run starts). ``None`` trains the same network from scratch.
         freeze_encoder: keep the encoder's weights fixed (no gradients, eval mode).
         augment: augmentation policy of the training images
             (``autoencoders.augment.Augment``; ``None``: off).
@@ -64,6 +66,8 @@ class EncoderClassifier(EvaluatedModule):
         self.augment = augment if augment is not None else nn.Identity()
         self.optimizer = optimizer
         self.scheduler = scheduler
+        if encoder_checkpoint is not None and newest_match(encoder_checkpoint):
+            load_encoder(self.encoder, encoder_checkpoint)
 
     def forward(self, x: Tensor) -> Tensor:
         """Class logits ``[B, num_classes]``."""
@@ -128,7 +132,7 @@ def load_encoder(encoder: nn.Module, checkpoint: str) -> None:
             "`make fit CONFIG=conv_ae_fashion`) or pass --model.encoder_checkpoint PATH"
         )
     checkpoint = match
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    state = read_checkpoint(checkpoint)["state_dict"]
     weights = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
     if not weights:
         raise ValueError(f"{checkpoint} has no encoder weights (no 'encoder.*' entries)")
