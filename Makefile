@@ -26,7 +26,7 @@ fit: install ## train a config: make fit CONFIG=<stem> [ARGS="--trainer.max_epoc
 	$(PY) -m experiments fit --config $(CONFIG) $(ARGS)
 
 test: install ## run the test suite on two workers (fake data; plus real-data checks when AUTOENCODERS_DATA is set)
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2
 
 tensorboard: install ## serve runs/ at http://127.0.0.1:6006
 	$(VENV)/bin/tensorboard --logdir runs --host 127.0.0.1 --port 6006

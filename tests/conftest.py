@@ -15,6 +15,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers, one p
     torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` (20 s and more) run first: with two workers the many short tests
+    then fill in around them, instead of one long test running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def fake_root(tmp_path_factory) -> str:
     """A data root with fake MNIST, Fashion-MNIST and PneumoniaMNIST in the real formats."""

@@ -63,10 +63,10 @@ def run(config: str, out: Path, args: list[str]) -> None:
     rank = fit.trainer.global_rank
     parameters = torch.cat([p.detach().flatten() for p in fit.model.parameters()])
     torch.save(parameters, folder / f"parameters{rank}.pt")
-    last = folder / f"runs/{config}/version_0/checkpoints/last.ckpt"
-    test = main(["test", "--config", config, *args, *ddp, f"--ckpt_path={last}"])
+    val = metrics(fit.trainer, "val/")
+    fit.trainer.test(fit.model, datamodule=fit.datamodule)  # the weights of last.ckpt
     if rank == 0:
-        found = {"val": metrics(fit.trainer, "val/"), "test": metrics(test.trainer, "test/")}
+        found = {"val": val, "test": metrics(fit.trainer, "test/")}
         (folder / "metrics.json").write_text(json.dumps(found, indent=1))
 
 

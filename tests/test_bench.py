@@ -167,6 +167,7 @@ def test_augment_times_our_policy_and_kornia_when_importable(fake_root, tmp_path
     assert float(rows[0].split(" | ")[1]) > 0
 
 
+@pytest.mark.slow
 def test_figures_are_drawn_from_checkpoints_small_and_captioned(fake_root, tmp_path):
     from PIL import Image
 

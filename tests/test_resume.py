@@ -61,6 +61,7 @@ def straight_runs(fake_root, tmp_path_factory) -> dict:
 CASES = [("aae", "SIGKILL", 4), ("aae", "SIGTERM", 5), ("ssvae", "SIGINT", 4)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("config", "signal", "saved"), CASES)
 def test_a_run_killed_mid_epoch_resumes_exactly(
     config, signal, saved, fake_root, tmp_path, monkeypatch, one_thread, straight_runs
