@@ -31,9 +31,10 @@ test: install ## run the test suite on two workers (fake data; plus real-data ch
 tensorboard: install ## serve runs/ at http://127.0.0.1:6006
 	$(VENV)/bin/tensorboard --logdir runs --host 127.0.0.1 --port 6006
 
-bench: install ## data-path and augmentation speed, and the foundation autoencoders, seeds 0 1 2 -> BENCHMARKS.md (every other section names its command)
+bench: install ## data-path, augmentation and training speed, and the foundation autoencoders, seeds 0 1 2 -> BENCHMARKS.md (every other section names its command)
 	$(PY) -m experiments.bench data
 	$(PY) -m experiments.bench augment
+	$(PY) -m experiments.bench speed
 	$(PY) -m experiments.bench fit --configs ae_mnist conv_ae_fashion conv_ae_pneumonia --seeds $(SEEDS)
 
 lint: install ## ruff check and format check

@@ -9,6 +9,7 @@
     python -m experiments.bench table --name NAME          # rewrite a section from runs/bench/
     python -m experiments.bench figures [--ckpt aae=CKPT]  # README figures -> docs/figures/
     python -m experiments.bench photos --ckpt-path CKPT [CKPT ...]  # digit photos, no MNIST
+    python -m experiments.bench speed [--configs vae aae]  # fit against a raw PyTorch loop
 
 Each command replaces its own section of ``BENCHMARKS.md`` (between ``<!-- bench:NAME -->``
 markers) and leaves the others alone.
@@ -673,6 +674,31 @@ def bench_photos(args: argparse.Namespace) -> None:
     )
 
 
+def bench_speed(args: argparse.Namespace) -> None:
+    """Seconds per 1000 training batches of each family: a raw PyTorch loop over the model's own
+    step, a bare ``Trainer.fit`` and the shipped ``fit`` (see ``experiments/speed.py``)."""
+    from experiments import speed
+
+    torch.set_num_threads(args.threads)
+    extra = {}
+    for config in args.configs:
+        if config.startswith("classifier"):  # an encoder to fine-tune: any of the right shape
+            extra[config] = ["--model.init_args.encoder_checkpoint=null"]
+    rows, _ = speed.speed_table(args.configs, None, args.warmup, args.steps, args.rounds, extra)
+    command = "python -m experiments.bench " + " ".join(sys.argv[1:])
+    write_section(
+        "speed",
+        header(
+            "Training speed: the shipped fit against a raw PyTorch loop of the same step", command
+        )  # fmt: skip
+        + f"\n{args.threads} thread(s); seconds per 1000 training batches (the configs' batch "
+        f"sizes), timed over {args.steps} batches after {args.warmup} warm-up batches, best of "
+        f"{args.rounds} rounds with the three ways interleaved. Ratios are to the raw loop of the "
+        "same run; the machine's speed varies 2-2.5x from day to day, the ratios much less.\n\n"
+        "| config | raw loop | fit, bare | fit, shipped |\n|---|---|---|---|\n" + rows,
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -722,9 +748,19 @@ def main(argv: list[str] | None = None) -> None:
     photos.add_argument("--per-digit", type=int, default=50)
     photos.add_argument("--seed", type=int, default=0)
     photos.add_argument("--out", help="folder for the photos (default runs/photos/seed<S>)")
+    speed = sub.add_parser("speed", help="training speed: fit against a raw PyTorch loop")
+    speed.add_argument("--configs", nargs="+", default=None, help="default: one per family")
+    speed.add_argument("--warmup", type=int, default=20, help="untimed batches first")
+    speed.add_argument("--steps", type=int, default=200, help="timed batches")
+    speed.add_argument("--rounds", type=int, default=2, help="best of this many")
+    speed.add_argument("--threads", type=int, default=1)
     table = sub.add_parser("table", help="rewrite a section from its recorded runs")
     table.add_argument("--name", required=True)
     args = parser.parse_args(argv)
+    if args.command == "speed" and args.configs is None:
+        from experiments.speed import FAMILIES
+
+        args.configs = FAMILIES
     if args.command == "table":
         write_table(args.name)
     else:
@@ -736,6 +772,7 @@ def main(argv: list[str] | None = None) -> None:
             "fit": bench_fit,
             "test": bench_test,
             "scores": bench_scores,
+            "speed": bench_speed,
         }
         commands[args.command](args)
 

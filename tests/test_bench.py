@@ -242,3 +242,19 @@ def test_photos_reads_a_made_photo_set_with_each_checkpoint(fake_root, tmp_path,
     confusion = [r for r in text.splitlines() if r[:4] in {f"| {d} " for d in range(10)}]
     assert len(confusion) == 10
     assert sum(int(v) for r in confusion for v in r.strip("|").split("|")[1:]) == 2 * 20
+
+
+def test_speed_times_the_raw_loop_and_both_fits_of_each_config(fake_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "BENCHMARKS", tmp_path / "BENCHMARKS.md")
+    monkeypatch.setenv("AUTOENCODERS_DATA", fake_root)
+    bench.main(["speed", "--configs", "vae", "ssvae", "--warmup", "1", "--steps", "2",
+                "--rounds", "1"])  # fmt: skip
+    rows = [line for line in (tmp_path / "BENCHMARKS.md").read_text().splitlines()
+            if line.startswith("| `")]  # fmt: skip
+    assert [row.split("`")[1] for row in rows] == ["vae", "ssvae"]
+    for row in rows:  # seconds per 1000 batches three ways, the fits' ratios to the raw loop
+        cells = row.split("|")[2:5]
+        raw, bare, shipped = (float(cell.split()[0]) for cell in cells)
+        ratios = [float(cell.split("(")[1].split("x")[0]) for cell in cells[1:]]
+        assert raw > 0 and bare > 0 and shipped > 0
+        assert ratios == [pytest.approx(way / raw, abs=0.01) for way in (bare, shipped)]

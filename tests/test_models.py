@@ -248,3 +248,22 @@ def test_fit_gathers_the_score_statistics_in_a_training_pass_and_the_checkpoint_
     x = first_images(datamodule)
     with torch.no_grad():
         torch.testing.assert_close(loaded.anomaly_score(x), model.anomaly_score(x))
+
+
+def test_terms_are_logged_on_logging_steps_and_returned_on_every_step(fake_root, tmp_path):
+    """Beyond the loss, a step's terms reach Lightning's logging only on the batches whose logs
+    are written (each ``self.log`` costs host time); the step returns them every time."""
+
+    class Seen(Callback):
+        logged, returned = [], []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.logged.append("train/kl" in trainer.callback_metrics)
+            self.returned.append(sorted(outputs))
+
+    model, datamodule = build("vae", fake_root, "--data.val_size=1000")
+    seen = Seen()
+    trainer = tiny_trainer(tmp_path, max_steps=4, log_every_n_steps=3, callbacks=[seen])
+    trainer.fit(model, datamodule=datamodule)
+    assert seen.logged == [False, False, True, True]  # logged at batch 3, kept after
+    assert seen.returned == [["loss", "train/kl", "train/rec"]] * 4

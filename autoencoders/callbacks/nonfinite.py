@@ -14,14 +14,15 @@ class NonFiniteLoss(RuntimeError):
 
 
 class NonFiniteGuard(Callback):
-    """After every ``every_n_steps`` training batches, checks the ``train/*`` values the step
-    logged (every term of every phase: ``train/disc_z``, ``train/gen``, ``train/cls``...). At
-    the first NaN or infinite one, ``mode="stop"`` raises ``NonFiniteLoss`` naming the batch, the
-    epoch and the terms, before any checkpoint of the poisoned weights is written, so the last
-    good checkpoint stays as it was; ``mode="warn"`` warns once and trains on.
+    """After every ``every_n_steps`` training batches, checks the loss and the terms that the
+    training step returned (every term of every phase: ``train/disc_z``, ``train/gen``,
+    ``train/cls``...). At the first NaN or infinite one, ``mode="stop"`` raises
+    ``NonFiniteLoss`` naming the batch, the epoch and the terms, before any checkpoint of the
+    poisoned weights is written, so the last good checkpoint stays as it was; ``mode="warn"``
+    warns once and trains on.
 
-    The check reads the logged tensors, one host sync per check: on a GPU, ``every_n_steps``
-    above 1 trades how soon a fault is caught for speed.
+    The check is one host sync: on a GPU, ``every_n_steps`` above 1 trades how soon a fault is
+    caught for speed.
 
     Args:
         mode: ``stop`` or ``warn``.
@@ -40,11 +41,7 @@ class NonFiniteGuard(Callback):
     ) -> None:
         if (batch_idx + 1) % self.every_n_steps or (self.warned and self.mode == "warn"):
             return
-        terms = {
-            name: value
-            for name, value in trainer.callback_metrics.items()
-            if name.startswith("train/") and isinstance(value, torch.Tensor)
-        }
+        terms = step_terms(outputs)
         if not terms:
             return
         finite = torch.stack([torch.isfinite(v).all() for v in terms.values()])
@@ -65,3 +62,16 @@ class NonFiniteGuard(Callback):
             rank_zero_warn(message)
             return
         raise NonFiniteLoss(message)
+
+
+def step_terms(outputs) -> dict[str, torch.Tensor]:
+    """The tensors a training step returned, by name (``loss`` named ``train/loss``)."""
+    if isinstance(outputs, torch.Tensor):
+        outputs = {"loss": outputs}
+    if not isinstance(outputs, dict):
+        return {}
+    return {
+        "train/loss" if name == "loss" else name: value
+        for name, value in outputs.items()
+        if isinstance(value, torch.Tensor)
+    }

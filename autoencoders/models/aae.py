@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from autoencoders import losses
 from autoencoders.consistency import Consistency
-from autoencoders.models.base import EvaluatedModule, check_size, step_schedulers
+from autoencoders.models.base import EvaluatedModule, check_size, log_terms, step_schedulers
 
 
 class AdversarialAutoencoder(EvaluatedModule):
@@ -204,7 +204,7 @@ class AdversarialAutoencoder(EvaluatedModule):
 
     # --- Lightning hooks -----------------------------------------------------------------------
 
-    def training_step(self, batch, batch_idx: int) -> None:
+    def training_step(self, batch, batch_idx: int) -> dict[str, Tensor]:
         labelled = None
         if isinstance(batch, dict):  # semi-supervised: {"unlabelled": x, "labelled": (x, y)}
             x, labelled = batch["unlabelled"], batch["labelled"]
@@ -230,7 +230,8 @@ class AdversarialAutoencoder(EvaluatedModule):
         if phase3:
             self._step(opt_cls, sum(phase3))
         self.log("train/loss", rec, prog_bar=True)  # the bar: the reconstruction loss only
-        self.log_dict(logs)
+        log_terms(self, logs)
+        return {"train/loss": rec, **logs}
 
     def on_train_epoch_end(self) -> None:
         step_schedulers(self)

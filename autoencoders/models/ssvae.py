@@ -37,6 +37,7 @@ from autoencoders.consistency import Consistency
 from autoencoders.models.base import (
     EvaluatedModule,
     check_size,
+    log_terms,
     optimizer_config,
     step_schedulers,
 )
@@ -182,7 +183,7 @@ class SSVAE(EvaluatedModule):
             logs |= {"train/nelbo_u": unlabelled, "train/nelbo_l": labelled}
         return loss, logs | {"train/loss": loss}
 
-    def training_step(self, batch: dict, batch_idx: int) -> None:
+    def training_step(self, batch: dict, batch_idx: int) -> dict[str, Tensor]:
         x_l, y_l = batch["labelled"]
         loss, logs = self.loss(batch["unlabelled"], x_l, y_l)
         opt = self.optimizers()
@@ -190,8 +191,9 @@ class SSVAE(EvaluatedModule):
         self.manual_backward(loss)
         opt.step()
         logs = {k: v.detach() for k, v in logs.items()}
-        self.log("train/loss", logs.pop("train/loss"), prog_bar=True)  # the bar: the loss only
-        self.log_dict(logs)
+        self.log("train/loss", logs["train/loss"], prog_bar=True)  # the bar: the loss only
+        log_terms(self, {k: v for k, v in logs.items() if k != "train/loss"})
+        return logs
 
     def on_train_epoch_end(self) -> None:
         step_schedulers(self)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from autoencoders.models.base import EvaluatedModule, optimizer_config
+from autoencoders.models.base import EvaluatedModule, log_terms, optimizer_config
 from autoencoders.nn.mlp import make_activation
 
 
@@ -128,12 +128,12 @@ class StackedAutoencoder(EvaluatedModule):
         x, y = batch["labelled"] if isinstance(batch, dict) else batch
         if self.fine_tuning:
             loss = F.cross_entropy(self(x), y)
-            self.log("train/cls", loss)
+            term = "train/cls"
         else:
             loss = self.layer_loss(x, self.stage).mean()
-            self.log(f"train/rec_layer{self.stage}", loss)
+            term = f"train/rec_layer{self.stage}"
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/stage", float(self.stage))
+        log_terms(self, {term: loss.detach(), "train/stage": float(self.stage)})
         return loss
 
     def evaluate(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from autoencoders import distributions as D
 from autoencoders import losses
-from autoencoders.models.base import EvaluatedModule, check_size, optimizer_config
+from autoencoders.models.base import EvaluatedModule, check_size, log_terms, optimizer_config
 
 
 class VAE(EvaluatedModule):
@@ -129,8 +129,9 @@ class VAE(EvaluatedModule):
         loss, terms = self.loss(batch[0])
         loss = loss.mean()
         self.log("train/loss", loss, prog_bar=True)
-        self.log_dict({"train/rec": terms["rec"].mean(), "train/kl": terms["kl"].mean()})
-        return loss
+        terms = {"train/rec": terms["rec"].mean().detach(), "train/kl": terms["kl"].mean().detach()}
+        log_terms(self, terms)
+        return {"loss": loss, **terms}
 
     def evaluate(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
         """The training loss per image, its ``rec`` and ``kl``, the NELBO as anomaly ``score``,

@@ -1,0 +1,183 @@
+"""Training speed three ways, for ``python -m experiments.bench speed``.
+
+For a config, seconds per 1000 training batches:
+
+- ``raw``: a plain PyTorch loop over the config's own model, data loader and optimizers. The
+  model's ``training_step`` runs with Lightning's few hooks into the trainer replaced by their
+  PyTorch equivalents (``loss.backward()`` for ``manual_backward``, the optimizers themselves
+  for ``optimizers()``, ``requires_grad`` toggled by hand, ``log`` doing nothing), so the step's
+  arithmetic is the shipped one and nothing else runs;
+- ``fit, bare``: ``Trainer.fit`` of the same model and data with no callbacks, no logger, no
+  progress bar, no checkpoints and no validation;
+- ``fit, shipped``: ``python -m experiments fit --config CONFIG`` as shipped (logger, progress
+  bar, every callback, checkpoints), validation off.
+
+Each way runs ``warmup + steps`` batches on one thread and times the last ``steps``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import torch
+from pytorch_lightning import Callback, Trainer
+from pytorch_lightning.utilities import CombinedLoader
+
+
+class StepTimer(Callback):
+    """Times the training batches after the first ``warmup``; ``seconds`` when done."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.start, self.seconds, self.batches = warmup, None, None, 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.batches == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.batches += 1
+        if self.start is not None:
+            self.seconds = time.perf_counter() - self.start
+
+
+def build(config: str, root: str | None, *extra: str):
+    """The model and data module of ``config`` as the CLI builds them, and the CLI's trainer."""
+    from experiments.__main__ import main
+
+    args = ["--config", config, *([f"--data.root={root}"] if root else []), *extra]
+    cli = main(args, run=False)
+    return cli.model, cli.datamodule
+
+
+def batches(datamodule, n: int):
+    """``n`` training batches, cycling the data module's training loader."""
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    loader, done = datamodule.train_dataloader(), 0
+    combined = isinstance(loader, CombinedLoader)  # yields (batch, batch_idx, loader_idx)
+    while True:
+        for item in loader:
+            yield item[0] if combined else item
+            done += 1
+            if done == n:
+                return
+
+
+@contextlib.contextmanager
+def toggled(model, optimizer):
+    """Only ``optimizer``'s parameters require gradients (Lightning's ``toggle_optimizer``)."""
+    own = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in own]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+def optimizers_of(model) -> list[torch.optim.Optimizer]:
+    """The optimizers that ``configure_optimizers`` builds (schedulers left out)."""
+    built = model.configure_optimizers()
+    if isinstance(built, tuple) and len(built) == 2 and isinstance(built[0], list):
+        built = built[0]  # (optimizers, schedulers)
+    items = built if isinstance(built, list | tuple) else [built]
+    return [item["optimizer"] if isinstance(item, dict) else item for item in items]
+
+
+def raw_seconds(config: str, root: str | None, warmup: int, steps: int, *extra: str) -> float:
+    """The ``raw`` way: the model's own step in a plain loop."""
+    model, datamodule = build(config, root, *extra)
+    optimizers = optimizers_of(model)
+    model.train()
+    model.log = model.log_dict = lambda *args, **kwargs: None
+    if not model.automatic_optimization:
+        model.optimizers = lambda: optimizers[0] if len(optimizers) == 1 else optimizers
+        model.manual_backward = lambda loss, *args, **kwargs: loss.backward()
+        model.toggled_optimizer = lambda optimizer: toggled(model, optimizer)
+    start = None
+    for i, batch in enumerate(batches(datamodule, warmup + steps)):
+        if i == warmup:
+            start = time.perf_counter()
+        if model.automatic_optimization:
+            optimizer = optimizers[0]
+            optimizer.zero_grad()
+            out = model.training_step(batch, i)
+            (out["loss"] if isinstance(out, dict) else out).backward()
+            optimizer.step()
+        else:
+            model.training_step(batch, i)
+    return time.perf_counter() - start
+
+
+def bare_fit_seconds(config: str, root: str | None, warmup: int, steps: int, *extra) -> float:
+    """The ``fit, bare`` way: a Trainer with nothing switched on."""
+    model, datamodule = build(config, root, *extra)
+    timer = StepTimer(warmup)
+    trainer = Trainer(
+        max_steps=-1, max_epochs=-1, limit_train_batches=None, limit_val_batches=0,
+        logger=False, callbacks=[timer], enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+    )  # fmt: skip
+    stop_after(trainer, warmup + steps)
+    trainer.fit(model, datamodule=datamodule)
+    return timer.seconds
+
+
+def stop_after(trainer: Trainer, n: int) -> None:
+    """Ends ``trainer.fit`` after ``n`` training batches (``max_steps`` counts optimizer steps,
+    4 a batch for the adversarial autoencoder)."""
+
+    class Stop(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            self.seen = getattr(self, "seen", 0) + 1
+            if self.seen >= n:
+                trainer.should_stop = True
+
+    trainer.callbacks.append(Stop())
+
+
+def shipped_fit_seconds(config: str, root: str | None, warmup: int, steps: int, *extra) -> float:
+    """The ``fit, shipped`` way: the CLI's ``fit`` with validation off."""
+    from experiments.__main__ import main
+
+    cli = main(
+        ["--config", config, *([f"--data.root={root}"] if root else []),
+         "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0", *extra],
+        run=False,
+    )  # fmt: skip
+    timer = StepTimer(warmup)
+    cli.trainer.callbacks.append(timer)
+    stop_after(cli.trainer, warmup + steps)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return timer.seconds
+
+
+WAYS = {"raw": raw_seconds, "fit, bare": bare_fit_seconds, "fit, shipped": shipped_fit_seconds}
+
+
+FAMILIES = [
+    "ae_mnist", "conv_ae_fashion", "vae", "gmvae", "ssvae", "aae", "classifier_fashion_finetune",
+]  # fmt: skip
+
+
+def speed_table(configs: list[str], root: str | None, warmup: int, steps: int, rounds: int,
+                extra: dict[str, list[str]]) -> tuple[str, dict]:  # fmt: skip
+    """Markdown rows (config, the three ways in seconds per 1000 batches, the fits' ratios to
+    the raw loop) and the measured seconds; each way's best of ``rounds``, ways interleaved."""
+    found, rows = {}, []
+    for config in configs:
+        best = {}
+        for _ in range(rounds):
+            for way, seconds in WAYS.items():
+                value = seconds(config, root, warmup, steps, *extra.get(config, [])) / steps * 1e3
+                best[way] = min(best.get(way, value), value)
+        found[config] = best
+        raw = best["raw"]
+        rows.append(
+            f"| `{config}` | {raw:.2f} | {best['fit, bare']:.2f} ({best['fit, bare'] / raw:.2f}x)"
+            f" | {best['fit, shipped']:.2f} ({best['fit, shipped'] / raw:.2f}x) |"
+        )
+    return "\n".join(rows), found
