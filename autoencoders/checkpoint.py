@@ -38,7 +38,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"no checkpoint file {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+    except pickle.UnpicklingError:  # torch's message advises unpickling: not for us
+        raise ValueError(
+            f"{path} is not a checkpoint this project wrote (no weights-only torch file; "
+            "checkpoints are never loaded with code)"
+        ) from None
+    except (RuntimeError, EOFError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{path} is not a checkpoint this project wrote ({first})") from None
     if not isinstance(state, dict) or "state_dict" not in state:

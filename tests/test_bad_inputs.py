@@ -27,7 +27,10 @@ CASES = [
     ("fit --config vae --model.init_args.iwae_chunk=0", "iwae_chunk=0 must be positive"),
     ("test --config vae --ckpt_path missing.ckpt", "no checkpoint file missing.ckpt"),
     ("test --config vae --ckpt_path junk.ckpt",
-     "junk.ckpt is not a checkpoint this project wrote"),
+     "junk.ckpt is not a checkpoint this project wrote (no weights-only torch file; "
+     "checkpoints are never loaded with code)"),
+    ("test --config vae --ckpt_path cut.ckpt",
+     "cut.ckpt is not a checkpoint this project wrote (PytorchStreamReader failed"),
     (f"test --config vae --ckpt_path {AAE_CHECKPOINT}",
      f"{AAE_CHECKPOINT} is a checkpoint of AdversarialAutoencoder, not of VAE"),
     (f"predict --config vae --ckpt_path {AAE_CHECKPOINT}",
@@ -68,6 +71,8 @@ def test_a_bad_input_prints_one_line(command, line, fake_root, broken_root):
     aae = {"_class_path": "autoencoders.models.AdversarialAutoencoder"}
     torch.save({"state_dict": {"disc_z.weight": torch.ones(1)}, "hyper_parameters": aae},
                AAE_CHECKPOINT)  # fmt: skip
+    whole = Path(AAE_CHECKPOINT).read_bytes()
+    Path("cut.ckpt").write_bytes(whole[: len(whole) // 2])  # a save killed halfway
     args = command.replace("BROKEN", str(broken_root)).split()
     if "--data.root" not in command:
         args.append(f"--data.root={fake_root}")

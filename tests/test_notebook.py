@@ -37,7 +37,7 @@ def text(outputs: list) -> str:
 @pytest.mark.slow
 def test_quickstart_notebook_runs(fake_root, tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOENCODERS_DATA", fake_root)
-    monkeypatch.setenv("QUICKSTART_STEPS", "40")
+    monkeypatch.setenv("QUICKSTART_STEPS", "20")
     outputs = execute("quickstart", tmp_path)
     assert images(outputs) == 2, "a reconstruction grid and a loss curve"
     assert (tmp_path / "runs/quickstart/version_0").is_dir()
