@@ -87,9 +87,9 @@ def optimizers_of(model) -> list[torch.optim.Optimizer]:
     return [item["optimizer"] if isinstance(item, dict) else item for item in items]
 
 
-def raw_seconds(config: str, root: str | None, warmup: int, steps: int, *extra: str) -> float:
-    """The ``raw`` way: the model's own step in a plain loop."""
-    model, datamodule = build(config, root, *extra)
+def raw_trainable(model) -> list[torch.optim.Optimizer]:
+    """Makes ``model.training_step`` runnable without a Trainer, with PyTorch's own calls where
+    Lightning's would be; returns the optimizers (``raw_step`` steps them)."""
     optimizers = optimizers_of(model)
     model.train()
     model.log = model.log_dict = lambda *args, **kwargs: None
@@ -97,18 +97,28 @@ def raw_seconds(config: str, root: str | None, warmup: int, steps: int, *extra: 
         model.optimizers = lambda: optimizers[0] if len(optimizers) == 1 else optimizers
         model.manual_backward = lambda loss, *args, **kwargs: loss.backward()
         model.toggled_optimizer = lambda optimizer: toggled(model, optimizer)
-    start = None
+    return optimizers
+
+
+def raw_step(model, optimizers: list[torch.optim.Optimizer], batch, i: int) -> None:
+    """One training batch of ``model`` (made ``raw_trainable``) in plain PyTorch."""
+    if not model.automatic_optimization:
+        model.training_step(batch, i)
+        return
+    optimizers[0].zero_grad()
+    out = model.training_step(batch, i)
+    (out["loss"] if isinstance(out, dict) else out).backward()
+    optimizers[0].step()
+
+
+def raw_seconds(config: str, root: str | None, warmup: int, steps: int, *extra: str) -> float:
+    """The ``raw`` way: the model's own step in a plain loop."""
+    model, datamodule = build(config, root, *extra)
+    optimizers, start = raw_trainable(model), None
     for i, batch in enumerate(batches(datamodule, warmup + steps)):
         if i == warmup:
             start = time.perf_counter()
-        if model.automatic_optimization:
-            optimizer = optimizers[0]
-            optimizer.zero_grad()
-            out = model.training_step(batch, i)
-            (out["loss"] if isinstance(out, dict) else out).backward()
-            optimizer.step()
-        else:
-            model.training_step(batch, i)
+        raw_step(model, optimizers, batch, i)
     return time.perf_counter() - start
 
 

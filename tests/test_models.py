@@ -267,3 +267,48 @@ def test_terms_are_logged_on_logging_steps_and_returned_on_every_step(fake_root,
     trainer.fit(model, datamodule=datamodule)
     assert seen.logged == [False, False, True, True]  # logged at batch 3, kept after
     assert seen.returned == [["loss", "train/kl", "train/rec"]] * 4
+
+
+HOST_SYNCS = ("item", "__float__", "tolist", "cpu")
+
+
+@pytest.mark.parametrize("config", ["ae_mnist", "conv_ae_fashion", "stacked_ae_fashion", "vae",
+                                    "gmvae", "ssvae", "aae", "aae_unsupervised",
+                                    "classifier_fashion_finetune"])  # fmt: skip
+def test_a_training_step_never_waits_for_the_device(config, fake_root, monkeypatch):
+    """No ``.item()``, ``float()``, ``.tolist()`` or ``.cpu()`` inside a training step: on a GPU
+    each would stop the host until the device catches up."""
+    from experiments import speed
+
+    scratch = "--model.init_args.encoder_checkpoint=null"  # any encoder of the right shape
+    extra = scratch if config.startswith("classifier") else "--data.batch_size=32"
+    model, datamodule = build(config, fake_root, "--data.val_size=1000", extra)
+    optimizers = speed.raw_trainable(model)
+    batch = next(speed.batches(datamodule, 1))
+    originals = {name: getattr(torch.Tensor, name) for name in HOST_SYNCS}
+    in_optimizer = []  # torch's Adam reads its CPU-resident step count: not the step's doing
+
+    def guarded(name):
+        def method(self, *args, **kwargs):
+            if in_optimizer:
+                return originals[name](self, *args, **kwargs)
+            raise AssertionError(f"Tensor.{name} inside the training step")
+
+        return method
+
+    def outside(step):
+        def stepped(*args, **kwargs):
+            in_optimizer.append(True)
+            try:
+                return step(*args, **kwargs)
+            finally:
+                in_optimizer.pop()
+
+        return stepped
+
+    for optimizer in optimizers:
+        optimizer.step = outside(optimizer.step)
+    for name in HOST_SYNCS:
+        monkeypatch.setattr(torch.Tensor, name, guarded(name))
+    speed.raw_step(model, optimizers, batch, 0)
+    monkeypatch.undo()
