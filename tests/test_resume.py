@@ -10,7 +10,7 @@ import torch
 from experiments.__main__ import main
 from tests.helpers import run_module, short
 
-BATCHES, EPOCHS = 3, 2  # six batches; last.ckpt after batches 2 and 4; killed inside batch 5
+BATCHES, EPOCHS = 3, 2  # six batches; last.ckpt after batches 2 and 4; killed after it
 
 
 def arguments(root: str, *extra: str) -> list[str]:
@@ -55,9 +55,10 @@ def straight_runs(fake_root, tmp_path_factory) -> dict:
     return run
 
 
-# (config, signal, batches in the newest checkpoint): SIGKILL and Ctrl-C stop the run inside
-# batch 5's step, so the checkpoint of batch 4 is the newest; on SIGTERM Lightning finishes
-# batch 5 and CheckpointOnSIGTERM writes last.ckpt there.
+# (config, signal, batches in the newest checkpoint): the kill comes before optimizer step
+# 4 * per_batch + 2, inside batch 5 of the AAE (4 steps a batch) and batch 6 of the SSVAE (1).
+# SIGKILL and Ctrl-C stop the run there, so the checkpoint of batch 4 is the newest; on SIGTERM
+# Lightning finishes the AAE's batch 5 and CheckpointOnSIGTERM writes last.ckpt there.
 CASES = [("aae", "SIGKILL", 4), ("aae", "SIGTERM", 5), ("ssvae", "SIGINT", 4)]
 
 
