@@ -26,10 +26,11 @@ from pytorch_lightning.utilities import CombinedLoader
 
 
 class StepTimer(Callback):
-    """Times the training batches after the first ``warmup``; ``seconds`` when done."""
+    """Times ``steps`` training batches after ``warmup`` untimed ones (``seconds``), then ends
+    the fit (``max_steps`` counts optimizer steps: 4 a batch for the adversarial autoencoder)."""
 
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.seconds, self.batches = warmup, None, None, 0
+    def __init__(self, warmup: int, steps: int) -> None:
+        self.warmup, self.steps, self.batches, self.start, self.seconds = warmup, steps, 0, 0, 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.batches == self.warmup:
@@ -37,8 +38,9 @@ class StepTimer(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.batches += 1
-        if self.start is not None:
+        if self.batches == self.warmup + self.steps:
             self.seconds = time.perf_counter() - self.start
+            trainer.should_stop = True
 
 
 def build(config: str, root: str | None, *extra: str):
@@ -125,28 +127,14 @@ def raw_seconds(config: str, root: str | None, warmup: int, steps: int, *extra: 
 def bare_fit_seconds(config: str, root: str | None, warmup: int, steps: int, *extra) -> float:
     """The ``fit, bare`` way: a Trainer with nothing switched on."""
     model, datamodule = build(config, root, *extra)
-    timer = StepTimer(warmup)
+    timer = StepTimer(warmup, steps)
     trainer = Trainer(
         max_steps=-1, max_epochs=-1, limit_train_batches=None, limit_val_batches=0,
         logger=False, callbacks=[timer], enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
     )  # fmt: skip
-    stop_after(trainer, warmup + steps)
     trainer.fit(model, datamodule=datamodule)
     return timer.seconds
-
-
-def stop_after(trainer: Trainer, n: int) -> None:
-    """Ends ``trainer.fit`` after ``n`` training batches (``max_steps`` counts optimizer steps,
-    4 a batch for the adversarial autoencoder)."""
-
-    class Stop(Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            self.seen = getattr(self, "seen", 0) + 1
-            if self.seen >= n:
-                trainer.should_stop = True
-
-    trainer.callbacks.append(Stop())
 
 
 def shipped_fit_seconds(config: str, root: str | None, warmup: int, steps: int, *extra) -> float:
@@ -158,9 +146,8 @@ def shipped_fit_seconds(config: str, root: str | None, warmup: int, steps: int, 
          "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0", *extra],
         run=False,
     )  # fmt: skip
-    timer = StepTimer(warmup)
+    timer = StepTimer(warmup, steps)
     cli.trainer.callbacks.append(timer)
-    stop_after(cli.trainer, warmup + steps)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return timer.seconds
 

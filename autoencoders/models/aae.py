@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from autoencoders import losses
 from autoencoders.consistency import Consistency
-from autoencoders.models.base import EvaluatedModule, check_size, log_terms, step_schedulers
+from autoencoders.models.base import EvaluatedModule, check_size, log_training_step, step_schedulers
 
 
 class AdversarialAutoencoder(EvaluatedModule):
@@ -229,8 +229,7 @@ class AdversarialAutoencoder(EvaluatedModule):
             logs["train/consistency"] = phase3[-1].detach()
         if phase3:
             self._step(opt_cls, sum(phase3))
-        self.log("train/loss", rec, prog_bar=True)  # the bar: the reconstruction loss only
-        log_terms(self, logs)
+        log_training_step(self, rec, logs)  # the bar: the reconstruction loss only
         return {"train/loss": rec, **logs}
 
     def on_train_epoch_end(self) -> None:

@@ -63,13 +63,14 @@ class EvaluatedModule(LightningModule):
         return {"score": score, "anomaly": (score >= self.anomaly_threshold).long()}
 
 
-def log_terms(module: LightningModule, terms: dict[str, Tensor]) -> None:
-    """Logs a training step's terms beyond its loss on the batches whose logs Lightning writes
-    to the logger (every ``log_every_n_steps``-th) and on no other: each ``self.log`` costs
-    about a millisecond of host time (Lightning's result bookkeeping), a fifth of a VAE step on
-    a small CPU, and values logged in between are never written. The loss itself is logged
-    every step (the progress bar shows it); the step returns every term for the callbacks
-    (``NonFiniteGuard`` checks them all, every step)."""
+def log_training_step(module: LightningModule, loss: Tensor, terms: dict[str, Tensor]) -> None:
+    """Logs a training step: ``train/loss`` every step (the progress bar shows it), the other
+    ``terms`` only on the batches whose logs Lightning writes to the logger (every
+    ``log_every_n_steps``-th): each ``self.log`` costs about a millisecond of host time
+    (Lightning's result bookkeeping), a fifth of a VAE step on a small CPU, and values logged in
+    between are never written. The step returns every term for the callbacks (``NonFiniteGuard``
+    checks them all, every step)."""
+    module.log("train/loss", loss, prog_bar=True)
     trainer = module._trainer
     if trainer is None or trainer._logger_connector.should_update_logs or trainer.fast_dev_run:
         module.log_dict(terms)

@@ -37,7 +37,7 @@ from autoencoders.consistency import Consistency
 from autoencoders.models.base import (
     EvaluatedModule,
     check_size,
-    log_terms,
+    log_training_step,
     optimizer_config,
     step_schedulers,
 )
@@ -190,10 +190,9 @@ class SSVAE(EvaluatedModule):
         opt.zero_grad()
         self.manual_backward(loss)
         opt.step()
-        logs = {k: v.detach() for k, v in logs.items()}
-        self.log("train/loss", logs["train/loss"], prog_bar=True)  # the bar: the loss only
-        log_terms(self, {k: v for k, v in logs.items() if k != "train/loss"})
-        return logs
+        terms = {k: v.detach() for k, v in logs.items() if k != "train/loss"}
+        log_training_step(self, loss.detach(), terms)  # the bar: the loss only
+        return {"train/loss": loss.detach(), **terms}
 
     def on_train_epoch_end(self) -> None:
         step_schedulers(self)

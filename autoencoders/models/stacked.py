@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from autoencoders.models.base import EvaluatedModule, log_terms, optimizer_config
+from autoencoders.models.base import EvaluatedModule, log_training_step, optimizer_config
 from autoencoders.nn.mlp import make_activation
 
 
@@ -132,8 +132,7 @@ class StackedAutoencoder(EvaluatedModule):
         else:
             loss = self.layer_loss(x, self.stage).mean()
             term = f"train/rec_layer{self.stage}"
-        self.log("train/loss", loss, prog_bar=True)
-        log_terms(self, {term: loss.detach(), "train/stage": float(self.stage)})
+        log_training_step(self, loss, {term: loss.detach(), "train/stage": float(self.stage)})
         return loss
 
     def evaluate(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:

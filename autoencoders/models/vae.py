@@ -14,7 +14,12 @@ from torch import Tensor, nn
 
 from autoencoders import distributions as D
 from autoencoders import losses
-from autoencoders.models.base import EvaluatedModule, check_size, log_terms, optimizer_config
+from autoencoders.models.base import (
+    EvaluatedModule,
+    check_size,
+    log_training_step,
+    optimizer_config,
+)
 
 
 class VAE(EvaluatedModule):
@@ -128,9 +133,8 @@ class VAE(EvaluatedModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, terms = self.loss(batch[0])
         loss = loss.mean()
-        self.log("train/loss", loss, prog_bar=True)
         terms = {"train/rec": terms["rec"].mean().detach(), "train/kl": terms["kl"].mean().detach()}
-        log_terms(self, terms)
+        log_training_step(self, loss, terms)
         return {"loss": loss, **terms}
 
     def evaluate(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
