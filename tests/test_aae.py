@@ -92,7 +92,7 @@ def adversarial_training(train_generator: bool, steps: int = 300) -> tuple[float
     start = mean_norm()
     for _ in range(steps):
         batch = x[torch.randint(len(x), (128,))]
-        loss, _ = model.discriminator_loss(batch)
+        loss, _ = model.discriminator_loss(*model.encode(batch))
         opt_disc.zero_grad(), loss.backward(), opt_disc.step()
         if train_generator:
             loss, _ = model.generator_loss(batch)
@@ -150,7 +150,43 @@ def test_classification_uses_logits_once():
     model = small_aae()
     x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
     expected = torch.nn.functional.cross_entropy(model.classify(x), y)
-    torch.testing.assert_close(model.classification_loss(x, y), expected)
+    torch.testing.assert_close(model.label_loss((x, y), None, None)[0], expected)
+
+
+def test_discriminators_see_real_and_fake_codes_in_one_call_with_the_two_call_loss():
+    model = small_aae()
+    logits, z = model.encode(torch.rand(6, 1, 28, 28))
+    torch.manual_seed(0)
+    loss, logs = model.discriminator_loss(logits, z)
+    torch.manual_seed(0)  # the same prior draws, in the same order
+    real_z, real_y = torch.randn(6, 2), torch.nn.functional.one_hot(torch.randint(10, (6,)), 10)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    expected, pairs = {}, {"z": (real_z, z), "y": (real_y.float(), logits.softmax(1))}
+    for name, disc in (("z", model.disc_z), ("y", model.disc_y)):
+        real, fake = pairs[name]
+        on_real, on_fake = disc(real).squeeze(1), disc(fake).squeeze(1)
+        expected[name] = bce(on_real, torch.ones(6)) + bce(on_fake, torch.zeros(6))
+    torch.testing.assert_close(loss, expected["z"] + expected["y"])
+    torch.testing.assert_close(logs["train/disc_y"], expected["y"].detach())
+    loss.backward()
+    assert z.grad is None and all(p.grad is None for p in model.encoder.parameters())
+
+
+def test_labelled_and_unlabelled_terms_share_one_encoder_call_with_the_separate_losses():
+    part = Consistency(weight=1.0, threshold=0.0, balance_weight=0.5)
+    model = small_aae(input_noise=0.0, consistency=part)
+    x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    clean = torch.rand(6, 1, 28, 28)
+    view = clean.flip(-1)
+    calls = []
+    model.encoder.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    loss, logs = model.label_loss((x, y), view, clean)
+    assert calls == [10, 6]  # labelled and view together, then the clean target (no gradient)
+    cls = model.label_loss((x, y), None, None)[0]
+    consistency = model.label_loss(None, view, clean)[0]
+    torch.testing.assert_close(loss, cls + consistency)
+    torch.testing.assert_close(logs["train/cls"], cls.detach())
+    torch.testing.assert_close(logs["train/consistency"], consistency.detach())
 
 
 def test_consistency_target_is_the_prediction_for_the_clean_image(monkeypatch):
@@ -159,10 +195,10 @@ def test_consistency_target_is_the_prediction_for_the_clean_image(monkeypatch):
     view = clean.roll(1, dims=-1)
     target = model.classify(clean).softmax(dim=1).detach()
     expected = 2.0 * torch.nn.functional.cross_entropy(model.classify(view), target)
-    torch.testing.assert_close(model.consistency_loss(view, clean), expected)
+    torch.testing.assert_close(model.label_loss(None, view, clean)[0], expected)
     # When the view is the clean image the loss is at its minimum over the prediction (the
     # entropy of the target): no gradient, because none flows through the target.
-    model.consistency_loss(clean, clean).backward()
+    model.label_loss(None, clean, clean)[0].backward()
     grads = [p.grad for p in model.encoder.parameters() if p.grad is not None]
     assert grads and all(g.abs().max() < 1e-6 for g in grads)
 
@@ -177,7 +213,7 @@ def test_without_labels_the_consistency_step_also_balances_the_clusters():
     logits = model.classify(view)
     target = model.classify(clean).detach()
     expected = part(logits, target) + 3.0 * losses.class_balance(logits.softmax(dim=1))
-    torch.testing.assert_close(model.consistency_loss(view, clean), expected)
+    torch.testing.assert_close(model.label_loss(None, view, clean)[0], expected)
     assert part.balance(logits.softmax(dim=1)) > 0
 
 
@@ -190,7 +226,7 @@ def test_consistency_is_computed_every_step_and_logged(fake_root, monkeypatch, t
         "--model.init_args.consistency.init_args.threshold=0",  # soft: positive from the start
     )
     calls = []
-    monkeypatch.setattr(model, "consistency_loss", record(model.consistency_loss, calls))
+    monkeypatch.setattr(model, "label_loss", record(model.label_loss, calls))
     trainer = tiny_trainer(tmp_path, max_steps=-1, max_epochs=1, limit_train_batches=2,
                            limit_val_batches=0, log_every_n_steps=2)  # fmt: skip
     trainer.fit(model, datamodule=datamodule)
@@ -200,9 +236,9 @@ def test_consistency_is_computed_every_step_and_logged(fake_root, monkeypatch, t
 
 def record(method, calls):
     def wrapper(*args):
-        loss = method(*args)
-        calls.append(float(loss))
-        return loss
+        loss, logs = method(*args)
+        calls.append(float(logs["train/consistency"]))
+        return loss, logs
 
     return wrapper
 
@@ -211,7 +247,7 @@ def test_reconstruction_target_is_the_clean_image():
     model = small_aae(input_noise=0.5)
     x = torch.rand(4, 1, 28, 28)
     torch.manual_seed(0)
-    loss = model.reconstruction_loss(x)
+    loss = model.reconstruction_loss(x)[0]
     torch.manual_seed(0)
     noisy = x + 0.5 * torch.randn_like(x)
     logits = model(noisy)

@@ -81,8 +81,8 @@ def test_the_aae_trains_on_clean_images_and_the_component_on_its_view(
 
         return wrapper
 
-    for name in ("reconstruction_loss", "consistency_loss"):
+    for name in ("reconstruction_loss", "label_loss"):
         monkeypatch.setattr(model, name, recorded(name))
     tiny_trainer(tmp_path, limit_val_batches=0).fit(model, datamodule=datamodule)
-    (x,), (view, clean) = seen["reconstruction_loss"], seen["consistency_loss"]
+    (x,), (_, view, clean) = seen["reconstruction_loss"], seen["label_loss"]
     assert torch.equal(x, clean) and not torch.equal(view, clean)

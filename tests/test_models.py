@@ -148,10 +148,10 @@ def test_conv_networks_fit_28x28(channels, deeper):
 
 def test_channels_last_networks_compute_the_same_function():
     torch.manual_seed(0)
-    plain_enc = ConvEncoder(latent_dim=6, channels=[4, 8], batch_norm=True).eval()
-    plain_dec = ConvDecoder(latent_dim=6, channels=[8, 4]).eval()
-    fast_enc = ConvEncoder(latent_dim=6, channels=[4, 8], batch_norm=True, channels_last=True)
-    fast_dec = ConvDecoder(latent_dim=6, channels=[8, 4], channels_last=True)
+    plain_enc = ConvEncoder(6, channels=[4, 8], batch_norm=True, channels_last=False).eval()
+    plain_dec = ConvDecoder(6, channels=[8, 4], channels_last=False).eval()
+    fast_enc = ConvEncoder(latent_dim=6, channels=[4, 8], batch_norm=True)  # channels-last
+    fast_dec = ConvDecoder(latent_dim=6, channels=[8, 4])
     fast_enc.load_state_dict(plain_enc.state_dict())  # checkpoints load across layouts
     fast_dec.load_state_dict(plain_dec.state_dict())
     fast_enc.eval()

@@ -139,30 +139,31 @@ class AdversarialAutoencoder(EvaluatedModule):
             return x
         return x + self.hparams.input_noise * torch.randn_like(x)
 
-    def reconstruction_loss(self, x: Tensor) -> Tensor:
-        """Phase 1: reconstruct the clean image from a (noisy) input."""
-        return losses.reconstruction(self(self._noisy(x)), x, self.hparams.loss).mean()
+    def reconstruction_loss(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Phase 1: reconstruct the clean image from a (noisy) input. Returns the loss and the
+        codes on the way (label logits, style), which phase 2a reuses."""
+        logits, z = self.encode(self._noisy(x))
+        rec = losses.reconstruction(self.decode(logits.softmax(dim=1), z), x, self.hparams.loss)
+        return rec.mean(), logits, z
 
-    def discriminator_loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Phase 2a: both discriminators, prior samples as real (1), codes as fake (0)."""
-        with torch.no_grad():
-            logits, z = self.encode(self._noisy(x))
-        n, k = len(x), self.hparams.n_classes
-        fake = {"z": z, "y": logits.softmax(dim=1)}
+    def discriminator_loss(self, logits: Tensor, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Phase 2a: both discriminators, prior samples as real (1), the encoder's codes (label
+        ``logits`` and style ``z``, detached here) as fake (0); real and fake in one call."""
+        n, k = len(z), self.hparams.n_classes
         real = {
             "z": self.sample_prior(n),
             "y": F.one_hot(torch.randint(k, (n,), device=self.device), k).float(),
         }
+        fake = {"z": z.detach(), "y": logits.detach().softmax(dim=1)}
+        is_real = torch.cat([torch.ones(n, device=self.device), torch.zeros(n, device=self.device)])
         total, logs = 0.0, {}
         for name, disc in (("z", self.disc_z), ("y", self.disc_y)):
-            on_real, on_fake = disc(real[name]).squeeze(1), disc(fake[name]).squeeze(1)
-            loss = F.binary_cross_entropy_with_logits(on_real, torch.ones_like(on_real))
-            loss = loss + F.binary_cross_entropy_with_logits(on_fake, torch.zeros_like(on_fake))
+            out = disc(torch.cat([real[name], fake[name]])).squeeze(1)
+            # the mean over real plus the mean over fake (equal halves)
+            loss = 2 * F.binary_cross_entropy_with_logits(out, is_real)
             total = total + loss
             logs[f"train/disc_{name}"] = loss.detach()
-            logs[f"train/disc_{name}_acc"] = (
-                (on_real > 0).float().mean() + (on_fake < 0).float().mean()
-            ).detach() / 2
+            logs[f"train/disc_{name}_acc"] = ((out > 0).float() == is_real).float().mean()
         return total, logs
 
     def generator_loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -178,22 +179,33 @@ class AdversarialAutoencoder(EvaluatedModule):
         balance = self.consistency.balance(probs)
         return loss + balance, {"train/balance": balance.detach()}
 
-    def classification_loss(self, x: Tensor, y: Tensor) -> Tensor:
-        """Phase 3: cross-entropy of the label logits (softmax applied once, inside)."""
-        return self.hparams.cls_weight * F.cross_entropy(self.classify(self._noisy(x)), y)
-
-    def consistency_loss(self, view: Tensor, clean: Tensor) -> Tensor:
-        """Phase 3, unlabelled: the consistency term of the label logits for a training
-        ``view`` (noise added here) against the prediction for the ``clean`` images, plus the
-        class-balance term of the view's predictions (the same optimizer step: without it a
-        consistency term with no labels beside it pulls every image into one cluster)."""
-        with torch.no_grad():
-            target = self.classify(clean)
-        logits = self.classify(self._noisy(view))
-        loss = self.consistency(logits, target)
-        if self.consistency.balance_weight > 0:
-            loss = loss + self.consistency.balance(logits.softmax(dim=1))
-        return loss
+    def label_loss(
+        self, labelled: tuple[Tensor, Tensor] | None, view: Tensor | None, clean: Tensor | None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Phase 3 in one encoder call (noise added here): the cross-entropy of the label logits
+        of the ``labelled`` images (softmax applied once, inside) and, with a consistency
+        component, its terms for the unlabelled training ``view`` against the prediction for
+        the ``clean`` images: the consistency term, plus the class-balance term of the view's
+        predictions (in this step: without it a consistency term with no labels beside it
+        pulls every image into one cluster). With batch norm in the encoder the statistics are
+        those of both batches together."""
+        images = ([labelled[0]] if labelled is not None else []) + (
+            [view] if view is not None else []
+        )
+        logits = self.classify(self._noisy(torch.cat(images)))
+        loss, logs = 0.0, {}
+        if labelled is not None:
+            m = len(labelled[0])
+            cls = self.hparams.cls_weight * F.cross_entropy(logits[:m], labelled[1])
+            loss, logs["train/cls"], logits = cls, cls.detach(), logits[m:]
+        if view is not None:
+            with torch.no_grad():
+                target = self.classify(clean)
+            consistency = self.consistency(logits, target)
+            if self.consistency.balance_weight > 0:
+                consistency = consistency + self.consistency.balance(logits.softmax(dim=1))
+            loss, logs["train/consistency"] = loss + consistency, consistency.detach()
+        return loss, logs
 
     def _step(self, optimizer, loss: Tensor) -> Tensor:
         with self.toggled_optimizer(optimizer):
@@ -214,21 +226,20 @@ class AdversarialAutoencoder(EvaluatedModule):
         clean, x = x, self.augment(x)
         if labelled is not None:
             labelled = (self.augment(labelled[0]), labelled[1])
-        rec = self._step(opt_ae, self.reconstruction_loss(x))
-        disc, disc_logs = self.discriminator_loss(x)
+        rec, logits, z = self.reconstruction_loss(x)
+        rec = self._step(opt_ae, rec)
+        disc, disc_logs = self.discriminator_loss(logits, z)
         self._step(opt_disc, disc)
         gen, gen_logs = self.generator_loss(x)
         gen = self._step(opt_gen, gen)
-        logs = {"train/gen": gen, **disc_logs, **gen_logs}
-        phase3 = []  # the labelled cross-entropy, the unlabelled consistency term
-        if labelled is not None:
-            phase3.append(self.classification_loss(*labelled))
-            logs["train/cls"] = phase3[-1].detach()
+        view = None
         if self.consistency is not None and self.consistency.weight > 0:
-            phase3.append(self.consistency_loss(self.consistency.view(clean, x), clean))
-            logs["train/consistency"] = phase3[-1].detach()
-        if phase3:
-            self._step(opt_cls, sum(phase3))
+            view = self.consistency.view(clean, x)
+        logs = {"train/gen": gen, **disc_logs, **gen_logs}
+        if labelled is not None or view is not None:
+            label, label_logs = self.label_loss(labelled, view, clean)
+            self._step(opt_cls, label)
+            logs.update(label_logs)
         log_training_step(self, rec, logs)  # the bar: the reconstruction loss only
         return {"train/loss": rec, **logs}
 
