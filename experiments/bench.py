@@ -684,7 +684,15 @@ def bench_speed(args: argparse.Namespace) -> None:
     for config in args.configs:
         if config.startswith("classifier"):  # an encoder to fine-tune: any of the right shape
             extra[config] = ["--model.init_args.encoder_checkpoint=null"]
-    rows, _ = speed.speed_table(args.configs, None, args.warmup, args.steps, args.rounds, extra)
+    rows, found = speed.speed_table(args.configs, None, args.warmup, args.steps, args.rounds, extra)
+    peer = None
+    if "vae" in args.configs:  # the peer, when pythae is importable (a scratch install)
+        times = [speed.pythae_seconds(None, args.warmup, args.steps) for _ in range(args.rounds)]
+        peer = None if times[0] is None else min(times) / args.steps * 1e3
+    if peer is not None:
+        shipped = found["vae"]["fit, shipped"]
+        rows += (f"\n| peer: pythae 0.1.2 `TrainingPipeline`, the `vae` network | | | {peer:.2f}"
+                 f" (`vae` shipped: {shipped / peer:.2f}x of it) |")  # fmt: skip
     command = "python -m experiments.bench " + " ".join(sys.argv[1:])
     write_section(
         "speed",

@@ -102,15 +102,16 @@ def raw_trainable(model) -> list[torch.optim.Optimizer]:
     return optimizers
 
 
-def raw_step(model, optimizers: list[torch.optim.Optimizer], batch, i: int) -> None:
-    """One training batch of ``model`` (made ``raw_trainable``) in plain PyTorch."""
+def raw_step(model, optimizers: list[torch.optim.Optimizer], batch, i: int):
+    """One training batch of ``model`` (made ``raw_trainable``) in plain PyTorch; returns what
+    the step returned."""
     if not model.automatic_optimization:
-        model.training_step(batch, i)
-        return
+        return model.training_step(batch, i)
     optimizers[0].zero_grad()
     out = model.training_step(batch, i)
     (out["loss"] if isinstance(out, dict) else out).backward()
     optimizers[0].step()
+    return out
 
 
 def raw_seconds(config: str, root: str | None, warmup: int, steps: int, *extra: str) -> float:
@@ -178,3 +179,74 @@ def speed_table(configs: list[str], root: str | None, warmup: int, steps: int, r
             f" | {best['fit, shipped']:.2f} ({best['fit, shipped'] / raw:.2f}x) |"
         )
     return "\n".join(rows), found
+
+
+def pythae_seconds(root: str | None, warmup: int, steps: int) -> float | None:
+    """pythae's ``TrainingPipeline`` (its own loop, data loader and progress bar, no
+    evaluation) on the ``vae`` config's network: 784-300-300 ELU MLPs, z = 10, Bernoulli
+    decoder, batch 100, Adam 1e-3, on MNIST binarized once (pythae has no dynamic
+    binarization). ``None`` when pythae is not importable: it is a peer to compare with,
+    installed into a scratch folder on ``PYTHONPATH``, never a dependency of this project."""
+    try:
+        from pythae.models import VAE, VAEConfig
+        from pythae.models.base.base_utils import ModelOutput
+        from pythae.models.nn import BaseDecoder, BaseEncoder
+        from pythae.pipelines import TrainingPipeline
+        from pythae.trainers import BaseTrainerConfig
+        from pythae.trainers.training_callbacks import TrainingCallback
+    except ImportError:
+        return None
+    import tempfile
+
+    from torch import nn
+
+    from autoencoders.data import MNISTDataModule
+
+    def mlp(sizes):
+        pairs = zip(sizes, sizes[1:], strict=False)
+        layers = [m for a, b in pairs for m in (nn.Linear(a, b), nn.ELU())]
+        return nn.Sequential(nn.Flatten(), *layers[:-1])
+
+    class Encoder(BaseEncoder):
+        def __init__(self):
+            super().__init__()
+            self.net = mlp([784, 300, 300, 20])
+
+        def forward(self, x):
+            mean, log_var = self.net(x).chunk(2, dim=1)
+            return ModelOutput(embedding=mean, log_covariance=log_var)
+
+    class Decoder(BaseDecoder):
+        def __init__(self):
+            super().__init__()
+            self.net = mlp([10, 300, 300, 784])
+
+        def forward(self, z):
+            return ModelOutput(reconstruction=torch.sigmoid(self.net(z)).view(-1, 1, 28, 28))
+
+    class Timer(TrainingCallback):
+        batches, start, seconds = 0, 0.0, 0.0
+
+        def on_train_step_end(self, training_config, **kwargs):
+            self.batches += 1
+            if self.batches == warmup:
+                self.start = time.perf_counter()
+            if self.batches == warmup + steps:
+                self.seconds = time.perf_counter() - self.start
+
+    datamodule = MNISTDataModule(root=root, batch_size=100, binarize="static")
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    images = datamodule.train_set.images[: (warmup + steps) * 100].float().div(255)
+    config = VAEConfig(input_dim=(1, 28, 28), latent_dim=10, reconstruction_loss="bce")
+    model = VAE(config, encoder=Encoder(), decoder=Decoder())
+    timer = Timer()
+    with tempfile.TemporaryDirectory() as out:
+        training = BaseTrainerConfig(
+            output_dir=out, num_epochs=1, learning_rate=1e-3, per_device_train_batch_size=100,
+            per_device_eval_batch_size=100, no_cuda=True,
+        )  # fmt: skip
+        TrainingPipeline(model=model, training_config=training)(
+            train_data=images, callbacks=[timer]
+        )
+    return timer.seconds

@@ -218,3 +218,35 @@ def test_pneumonia_images_keep_their_values(fake_root):
         expected = torch.from_numpy(npz["test_images"]).float() / 255
     x, _ = next(iter(dm.test_dataloader()))
     torch.testing.assert_close(x[:, 0], expected[: len(x)])
+
+
+class StubTrainer:
+    """Just what the loaders read of a trainer: the device, one process, not fitting."""
+
+    world_size = 1
+    state = type("State", (), {"fn": "validate", "status": "running"})()
+
+    def __init__(self, device: str):
+        self.strategy = type("Strategy", (), {"root_device": torch.device(device)})()
+
+
+def test_on_device_images_are_moved_once_and_batches_cut_there(fake_root):
+    """``meta`` stands in for a GPU: the images move there when the loaders are made, and the
+    batches (labelled ones too) come out there, cut from the moved tensors; without
+    ``on_device`` batches for a CUDA device are pinned, for the CPU not."""
+    dm = MNISTDataModule(root=fake_root, val_size=1000, labels_per_class=2, on_device=True)
+    dm.setup("fit")
+    dm.trainer = StubTrainer("meta")
+    batch = next(iter(dm.train_dataloader()))[0]
+    assert dm.train_set.images.is_meta and dm.labelled_set.targets.is_meta
+    assert batch["unlabelled"].is_meta and batch["labelled"][0].is_meta
+    images = dm.train_set.images
+    dm.val_dataloader(), dm.train_dataloader()
+    assert dm.train_set.images is images  # moved once
+    assert next(iter(dm.val_dataloader()))[0].is_meta
+
+    plain = mnist(fake_root)
+    plain.trainer = StubTrainer("cuda")
+    assert plain.train_dataloader().pin_memory and plain.test_dataloader().pin_memory
+    plain.trainer = StubTrainer("cpu")
+    assert not plain.train_dataloader().pin_memory

@@ -31,3 +31,11 @@ def test_trained_on_the_gpu_in_bf16_tested_on_the_cpu(config, fake_root, encoder
     on_gpu = fitted.model.float().cuda().eval().classify(x.cuda()).cpu()
     on_cpu = tested.model.float().eval().classify(x)
     torch.testing.assert_close(on_cpu, on_gpu, atol=1e-3, rtol=1e-3)
+
+
+def test_images_held_on_the_gpu_train_there(fake_root):
+    """``on_device``: the training images live in the GPU's memory and batches arrive there."""
+    gpu = ["--trainer.accelerator=gpu", "--trainer.devices=1", "--data.init_args.on_device=true"]
+    fitted = main(["fit", "--config", "vae", *short(fake_root, *gpu)])
+    assert fitted.datamodule.train_set.images.is_cuda
+    assert torch.isfinite(fitted.trainer.callback_metrics["train/loss"])

@@ -251,22 +251,26 @@ def test_fit_gathers_the_score_statistics_in_a_training_pass_and_the_checkpoint_
 
 
 def test_terms_are_logged_on_logging_steps_and_returned_on_every_step(fake_root, tmp_path):
-    """Beyond the loss, a step's terms reach Lightning's logging only on the batches whose logs
-    are written (each ``self.log`` costs host time); the step returns them every time."""
+    """The loss and the terms reach Lightning's logging on the first batch of an epoch and on
+    the batches whose logs are written (each ``self.log`` costs host time); the step returns
+    them every time."""
 
     class Seen(Callback):
         logged, returned = [], []
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            self.logged.append("train/kl" in trainer.callback_metrics)
+            metrics, pairs = trainer.callback_metrics, (("train/loss", "loss"), ("train/kl",) * 2)
+            now = [name in metrics and bool(metrics[name] == outputs[key]) for name, key in pairs]
+            self.logged.append(now)  # the values of this batch are the ones logged
             self.returned.append(sorted(outputs))
 
     model, datamodule = build("vae", fake_root, "--data.val_size=1000")
     seen = Seen()
-    trainer = tiny_trainer(tmp_path, max_steps=4, log_every_n_steps=3, callbacks=[seen])
+    trainer = tiny_trainer(tmp_path, max_steps=5, log_every_n_steps=3, callbacks=[seen])
     trainer.fit(model, datamodule=datamodule)
-    assert seen.logged == [False, False, True, True]  # logged at batch 3, kept after
-    assert seen.returned == [["loss", "train/kl", "train/rec"]] * 4
+    assert seen.logged == [[True, True], [False, False], [True, True], [False, False],
+                           [False, False]]  # fmt: skip
+    assert seen.returned == [["loss", "train/kl", "train/rec"]] * 5
 
 
 HOST_SYNCS = ("item", "__float__", "tolist", "cpu")
@@ -277,7 +281,9 @@ HOST_SYNCS = ("item", "__float__", "tolist", "cpu")
                                     "classifier_fashion_finetune"])  # fmt: skip
 def test_a_training_step_never_waits_for_the_device(config, fake_root, monkeypatch):
     """No ``.item()``, ``float()``, ``.tolist()`` or ``.cpu()`` inside a training step: on a GPU
-    each would stop the host until the device catches up."""
+    each would stop the host until the device catches up. Then a step in bfloat16 autocast (what
+    ``--trainer.precision bf16-mixed`` wraps the step in) gives finite terms and float32
+    weights; conv networks run channels-last."""
     from experiments import speed
 
     scratch = "--model.init_args.encoder_checkpoint=null"  # any encoder of the right shape
@@ -312,3 +318,66 @@ def test_a_training_step_never_waits_for_the_device(config, fake_root, monkeypat
         monkeypatch.setattr(torch.Tensor, name, guarded(name))
     speed.raw_step(model, optimizers, batch, 0)
     monkeypatch.undo()
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        terms = speed.raw_step(model, optimizers, batch, 1)
+    terms = terms if isinstance(terms, dict) else {"loss": terms}
+    assert terms and all(torch.isfinite(value).all() for value in terms.values()), terms
+    assert all(p.dtype == torch.float32 and p.isfinite().all() for p in model.parameters())
+    convs = [
+        m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)
+    ]
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+
+
+SMALL_AAE = [
+    f"--model.init_args.{net}.init_args.hidden=[32]" for net in ("decoder", "disc_z", "disc_y")
+]
+SMALL_AAE += ["--model.init_args.encoder=autoencoders.nn.MLPEncoder",
+              "--model.init_args.encoder.init_args.latent_dim=20",
+              "--model.init_args.encoder.init_args.hidden=[32]"]  # fmt: skip
+
+
+def test_manual_optimization_trains_in_bf16_mixed_through_lightning(fake_root, tmp_path):
+    """Lightning's ``bf16-mixed`` precision plugin with the AAE's four manual optimizers."""
+    model, datamodule = build("aae", fake_root, "--data.val_size=1000", "--data.batch_size=16")
+    trainer = tiny_trainer(tmp_path, max_steps=-1, max_epochs=1, limit_train_batches=2,
+                           precision="bf16-mixed")  # fmt: skip
+    trainer.fit(model, datamodule=datamodule)
+    assert trainer.global_step == 8 and torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert torch.isfinite(trainer.callback_metrics["val/loss"])
+
+
+@pytest.mark.slow
+def test_compiled_networks_train_to_the_same_losses(fake_root, tmp_path):
+    """``Compile`` under manual optimization (the AAE's four optimizers): two training batches
+    compiled give the eager run's losses and parameters."""
+    from autoencoders.callbacks import Compile
+
+    class Losses(Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.seen.append({k: v.detach().clone() for k, v in outputs.items()})
+
+    runs = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model, datamodule = build("aae", fake_root, "--data.val_size=1000", "--data.batch_size=16",
+                                  *SMALL_AAE)  # fmt: skip
+        losses = Losses()
+        callbacks = [losses, Compile()] if compiled else [losses]
+        trainer = tiny_trainer(tmp_path, max_steps=8, limit_val_batches=0, callbacks=callbacks)
+        torch.manual_seed(1)
+        trainer.fit(model, datamodule=datamodule)
+        runs.append((losses.seen, model.state_dict()))
+    (eager, eager_state), (compiled, compiled_state) = runs
+    assert len(eager) == 2 and compiled[0].keys() == eager[0].keys()
+    for seen, expected in zip(compiled, eager, strict=True):
+        for name in expected:
+            torch.testing.assert_close(seen[name], expected[name], rtol=1e-4, atol=1e-5)
+    assert compiled_state.keys() == eager_state.keys()  # checkpoints keep their keys
+    for name, value in eager_state.items():
+        torch.testing.assert_close(compiled_state[name], value, rtol=1e-3, atol=1e-5,
+                                   equal_nan=True)  # fmt: skip

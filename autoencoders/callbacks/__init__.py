@@ -1,6 +1,7 @@
 """Evaluation callbacks that work for every model exposing the matching protocol method."""
 
 from autoencoders.callbacks.accuracy import ClassificationMetrics
+from autoencoders.callbacks.compile import Compile
 from autoencoders.callbacks.hparams import HparamsSummary
 from autoencoders.callbacks.image_grid import ClassSampleGrid, ClusterExamples, ReconstructionGrid
 from autoencoders.callbacks.latent import LatentMap, LatentPriorFigure
@@ -18,6 +19,7 @@ __all__ = [
     "ClassSampleGrid",
     "ClassificationMetrics",
     "ClusterExamples",
+    "Compile",
     "HparamsSummary",
     "LatentGaussianGrid",
     "LatentMap",

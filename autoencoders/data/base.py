@@ -125,8 +125,14 @@ class InMemoryImages(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def to(self, device: torch.device) -> InMemoryImages:
+        """Moves the images and targets to ``device``, where batches are then cut."""
+        self.images = self.images.to(device)
+        self.targets = self.targets.to(device) if self.targets is not None else None
+        return self
+
     def __getitems__(self, indices: list[int]) -> Tensor | tuple[Tensor, Tensor]:
-        index = torch.as_tensor(indices)
+        index = torch.as_tensor(indices, device=self.images.device)
         x = self.images[index].float().div_(255)
         if self.dynamic_binarize:
             x = torch.bernoulli(x)
@@ -196,7 +202,8 @@ class BatchLoader(DataLoader):
         for indices in self.batch_sampler:
             self._yielded += 1
             if self._yielded > skip:
-                yield self.dataset.__getitems__(indices)
+                batch = self.dataset.__getitems__(indices)
+                yield pinned(batch) if self.pin_memory else batch
 
     def state_dict(self) -> dict[str, int]:
         state = {"yielded": self._yielded}
@@ -211,15 +218,24 @@ class BatchLoader(DataLoader):
             self.sampler.epoch, self.sampler.restarts = state["epoch"], state["restarts"] - 1
 
 
-def batch_loader(dataset: InMemoryImages, batch_size: int, shuffle: bool) -> BatchLoader:
-    """A ``BatchLoader`` of ``batch_size`` images.
+def pinned(batch: Tensor | tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
+    """The batch in page-locked memory, which a GPU copies from without blocking the host."""
+    if isinstance(batch, Tensor):
+        return batch.pin_memory()
+    return tuple(t.pin_memory() for t in batch)
+
+
+def batch_loader(
+    dataset: InMemoryImages, batch_size: int, shuffle: bool, pin_memory: bool = False
+) -> BatchLoader:
+    """A ``BatchLoader`` of ``batch_size`` images (in pinned memory with ``pin_memory``).
 
     Shuffling follows the global seed (``seed_everything``) and the epoch, see ``EpochShuffle``.
     """
     if batch_size <= 0:
         raise DataError(f"batch_size={batch_size} must be a positive number of images")
     sampler = EpochShuffle(dataset, torch.initial_seed()) if shuffle else None
-    return BatchLoader(dataset, batch_size=batch_size, sampler=sampler)
+    return BatchLoader(dataset, batch_size=batch_size, sampler=sampler, pin_memory=pin_memory)
 
 
 def wants_training_pass(trainer) -> bool:
@@ -248,7 +264,10 @@ class InMemoryDataModule(LightningDataModule):
     """Shared loaders over ``self.train_set``, ``self.val_set`` and ``self.test_set``.
 
     Subclasses download in ``prepare_data`` and build the three ``InMemoryImages`` in ``setup``.
-    ``predict`` runs over the test set.
+    ``predict`` runs over the test set. On a GPU, with ``on_device`` the images are held in the
+    GPU's memory (moved once, when the first loader is made) and every batch is cut there, so
+    no images cross to the device during training; without it batches are made in pinned
+    memory, which Lightning copies to the device without blocking.
     """
 
     train_set: InMemoryImages
@@ -257,16 +276,33 @@ class InMemoryDataModule(LightningDataModule):
 
     has_training_pass = False  # whether val_dataloader put the training images first
 
-    def __init__(self, root: str | None, batch_size: int, seed: int) -> None:
+    def __init__(
+        self, root: str | None, batch_size: int, seed: int, on_device: bool = False
+    ) -> None:
         super().__init__()
         if batch_size <= 0:  # before any run folder exists (the loaders check again)
             raise ValueError(f"batch_size={batch_size} must be a positive number of images")
         self.root = Path(root if root is not None else default_root())
         self.batch_size = batch_size
         self.seed = seed
+        self.on_device = on_device
+
+    def loader(
+        self, dataset: InMemoryImages, batch_size: int, shuffle: bool, sampler=None
+    ) -> BatchLoader:
+        """A loader of ``dataset`` for the trainer's device (see the class docstring); a
+        ``sampler`` replaces the shuffled or ordered one."""
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        if self.on_device:
+            dataset.to(device)
+        pin = device.type == "cuda" and not self.on_device
+        if sampler is None:
+            return batch_loader(dataset, batch_size, shuffle, pin_memory=pin)
+        return BatchLoader(dataset, batch_size=batch_size, sampler=sampler, pin_memory=pin)
 
     def train_dataloader(self):
-        return batch_loader(self.train_set, self.batch_size, shuffle=True)
+        return self.loader(self.train_set, self.batch_size, shuffle=True)
 
     def eval_loader(self, dataset: InMemoryImages) -> BatchLoader:
         """The images of ``dataset`` in order. Under DDP each rank reads every
@@ -275,11 +311,11 @@ class InMemoryDataModule(LightningDataModule):
         images to even them out and every metric would count those twice."""
         trainer = self.trainer
         if trainer is None or trainer.world_size == 1:
-            return batch_loader(dataset, self.batch_size, shuffle=False)
+            return self.loader(dataset, self.batch_size, shuffle=False)
         sampler = UnrepeatedDistributedSampler(
             dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
         )
-        return BatchLoader(dataset, batch_size=self.batch_size, sampler=sampler)
+        return self.loader(dataset, self.batch_size, shuffle=False, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """The validation images; during ``fit``, when the model or a callback asks for

@@ -14,7 +14,6 @@ from autoencoders.data.base import (
     DataError,
     InMemoryDataModule,
     InMemoryImages,
-    batch_loader,
     check_idx_file,
     missing_files_message,
     removed_if_left_empty,
@@ -53,6 +52,8 @@ class MNISTDataModule(InMemoryDataModule):
         path: an image file or folder for ``predict`` (user photos, preprocessed like MNIST,
             see ``autoencoders.data.images``); without it ``predict`` runs over the test set.
         seed: seed of every split and of static binarization.
+        on_device: on a GPU, hold the images in its memory and cut every batch there (see
+            ``InMemoryDataModule``).
     """
 
     def __init__(
@@ -68,8 +69,9 @@ class MNISTDataModule(InMemoryDataModule):
         download: bool = True,
         path: str | None = None,
         seed: int = 0,
+        on_device: bool = False,
     ) -> None:
-        super().__init__(root, batch_size, seed)
+        super().__init__(root, batch_size, seed, on_device)
         if dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
         if labels_per_class is not None and labeled_fraction is not None:
@@ -187,8 +189,8 @@ class MNISTDataModule(InMemoryDataModule):
         )
         return CombinedLoader(
             {
-                "unlabelled": batch_loader(self.train_set, self.batch_size, shuffle=True),
-                "labelled": batch_loader(self.labelled_set, labelled_batch, shuffle=True),
+                "unlabelled": self.loader(self.train_set, self.batch_size, shuffle=True),
+                "labelled": self.loader(self.labelled_set, labelled_batch, shuffle=True),
             },
             mode="max_size_cycle",
         )

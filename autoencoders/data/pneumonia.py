@@ -44,6 +44,8 @@ class PneumoniaMNISTDataModule(InMemoryDataModule):
             28x28, see ``autoencoders.data.images.resized_gray``); without it ``predict`` runs
             over the test set.
         seed: seed of the balanced subsampling.
+        on_device: on a GPU, hold the images in its memory and cut every batch there (see
+            ``InMemoryDataModule``).
     """
 
     def __init__(
@@ -55,8 +57,9 @@ class PneumoniaMNISTDataModule(InMemoryDataModule):
         download: bool = True,
         path: str | None = None,
         seed: int = 0,
+        on_device: bool = False,
     ) -> None:
-        super().__init__(root, batch_size, seed)
+        super().__init__(root, batch_size, seed, on_device)
         self.save_hyperparameters()
         self.predict_paths: list[Path] | None = None
 
