@@ -139,12 +139,9 @@ class AdversarialAutoencoder(EvaluatedModule):
             return x
         return x + self.hparams.input_noise * torch.randn_like(x)
 
-    def reconstruction_loss(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Phase 1: reconstruct the clean image from a (noisy) input. Returns the loss and the
-        codes on the way (label logits, style), which phase 2a reuses."""
-        logits, z = self.encode(self._noisy(x))
-        rec = losses.reconstruction(self.decode(logits.softmax(dim=1), z), x, self.hparams.loss)
-        return rec.mean(), logits, z
+    def reconstruction_loss(self, x: Tensor) -> Tensor:
+        """Phase 1: reconstruct the clean image from a (noisy) input."""
+        return losses.reconstruction(self(self._noisy(x)), x, self.hparams.loss).mean()
 
     def discriminator_loss(self, logits: Tensor, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Phase 2a: both discriminators, prior samples as real (1), the encoder's codes (label
@@ -226,8 +223,9 @@ class AdversarialAutoencoder(EvaluatedModule):
         clean, x = x, self.augment(x)
         if labelled is not None:
             labelled = (self.augment(labelled[0]), labelled[1])
-        rec, logits, z = self.reconstruction_loss(x)
-        rec = self._step(opt_ae, rec)
+        rec = self._step(opt_ae, self.reconstruction_loss(x))
+        with torch.no_grad():  # the codes of the updated encoder
+            logits, z = self.encode(self._noisy(x))
         disc, disc_logs = self.discriminator_loss(logits, z)
         self._step(opt_disc, disc)
         gen, gen_logs = self.generator_loss(x)
