@@ -198,19 +198,13 @@ def pythae_seconds(root: str | None, warmup: int, steps: int) -> float | None:
         return None
     import tempfile
 
-    from torch import nn
-
     from autoencoders.data import MNISTDataModule
+    from autoencoders.nn import MLPDecoder, MLPEncoder
 
-    def mlp(sizes):
-        pairs = zip(sizes, sizes[1:], strict=False)
-        layers = [m for a, b in pairs for m in (nn.Linear(a, b), nn.ELU())]
-        return nn.Sequential(nn.Flatten(), *layers[:-1])
-
-    class Encoder(BaseEncoder):
+    class Encoder(BaseEncoder):  # the vae config's networks, in pythae's wrappers
         def __init__(self):
             super().__init__()
-            self.net = mlp([784, 300, 300, 20])
+            self.net = MLPEncoder(latent_dim=20, hidden=[300, 300], activation="elu")
 
         def forward(self, x):
             mean, log_var = self.net(x).chunk(2, dim=1)
@@ -219,10 +213,10 @@ def pythae_seconds(root: str | None, warmup: int, steps: int) -> float | None:
     class Decoder(BaseDecoder):
         def __init__(self):
             super().__init__()
-            self.net = mlp([10, 300, 300, 784])
+            self.net = MLPDecoder(latent_dim=10, hidden=[300, 300], activation="elu")
 
         def forward(self, z):
-            return ModelOutput(reconstruction=torch.sigmoid(self.net(z)).view(-1, 1, 28, 28))
+            return ModelOutput(reconstruction=torch.sigmoid(self.net(z)))
 
     class Timer(TrainingCallback):
         batches, start, seconds = 0, 0.0, 0.0
