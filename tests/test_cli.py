@@ -246,3 +246,34 @@ def test_a_non_finite_loss_can_only_warn(fake_root):
     assert cli.trainer.current_epoch == 2, "trained on"
     guard = next(c for c in cli.trainer.callbacks if isinstance(c, NonFiniteGuard))
     assert guard.warned
+
+
+def test_the_non_finite_guard_reads_the_device_every_n_steps_and_before_a_checkpoint(monkeypatch):
+    """A step only queues its terms' finiteness: no host sync until the N-th batch, which
+    names the batch where the fault happened; a checkpoint is refused at once."""
+    from types import SimpleNamespace
+
+    from autoencoders.callbacks import NonFiniteGuard, NonFiniteLoss
+
+    loop = SimpleNamespace(epoch_loop=SimpleNamespace(_batches_that_stepped=7))
+    trainer = SimpleNamespace(current_epoch=2, fit_loop=loop)
+    reads, original = [], torch.Tensor.__bool__
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda t: reads.append(t) or original(t))
+    guard = NonFiniteGuard(every_n_steps=3)
+
+    def step(batch_idx, loss):
+        outputs = {"loss": torch.tensor(loss), "train/kl": torch.tensor(0.5)}
+        guard.on_train_batch_end(trainer, None, outputs, None, batch_idx)
+
+    step(0, 1.0)
+    step(1, float("nan"))
+    assert reads == [], "no host sync before the third batch"
+    with pytest.raises(NonFiniteLoss, match=r"^non-finite training loss at batch 1 of epoch 2 "
+                       r"\(batches trained: 7\): train/loss = nan;"):  # fmt: skip
+        step(2, 2.0)
+    step(0, float("inf"))
+    with pytest.raises(NonFiniteLoss, match="batch 0 of epoch 2 .*: train/loss = inf;"):
+        guard.on_save_checkpoint(trainer, None, {})
+    step(0, 1.0)
+    guard.on_save_checkpoint(trainer, None, {})  # finite: nothing raised, queue emptied
+    assert guard.queue == []

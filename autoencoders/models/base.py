@@ -69,8 +69,8 @@ def log_training_step(module: LightningModule, loss: Tensor, terms: dict[str, Te
     ``log_every_n_steps``-th) and on the first batch of every epoch (the bar has a loss at
     once): each ``self.log`` costs 1-2 ms of host time (Lightning's result bookkeeping), a
     tenth of a VAE step on this project's CPU, and values logged in between are never written.
-    The step returns every term for the callbacks (``NonFiniteGuard`` checks them all, every
-    step)."""
+    The step returns every term for the callbacks (``NonFiniteGuard`` queues them all, every
+    step, on the device)."""
     trainer = module._trainer
     if (
         trainer is None
