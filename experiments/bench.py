@@ -612,11 +612,20 @@ def bench_figures(args: argparse.Namespace) -> None:
         seed, commit = run_facts(Path(checkpoint))
         rows.append(f"| [{file}]({file}) | {caption} | `{checkpoint}` | {seed} | {commit} |")
         print(f"{out / file}: {(out / file).stat().st_size / 1e3:.0f} KB")
-    (out / "captions.md").write_text(
+    captions = out / "captions.md"
+    kept = {}  # with --only, the other figures' rows stay as they were
+    if captions.is_file():
+        for line in captions.read_text().splitlines():
+            if line.startswith("| ["):
+                kept[line[3 : line.index("]")]] = line
+    kept.update((row[3 : row.index("]")], row) for row in rows)
+    order = [f[0] for f in FIGURES]
+    captions.write_text(
         "# Figures\n\nDrawn by `python -m experiments.bench " + " ".join(sys.argv[1:]) + f"` on "
-        f"{date.today()} from the checkpoints named here (the README shows them).\n\n"
+        f"{date.today()} (and, with `--only`, earlier runs) from the checkpoints named here (the "
+        "README shows them).\n\n"
         "| figure | what | checkpoint | seed | trained at commit |\n|---|---|---|---|---|\n"
-        + "\n".join(rows)
+        + "\n".join(kept[name] for name in order if name in kept)
         + "\n"
     )
 

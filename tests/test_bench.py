@@ -191,6 +191,14 @@ def test_figures_are_drawn_from_checkpoints_small_and_captioned(fake_root, tmp_p
         assert min(Image.open(png).size) >= 28, file
         row = next(line for line in captions.splitlines() if line.startswith(f"| [{file}]"))
         assert f"`{checkpoints[config]}` | 0 |" in row, row
+    first = bench.FIGURES[0][1]  # redrawing one config's figures keeps the others' rows
+    bench.main(["figures", "--out", str(out), "--only", first, "--ckpt",
+                f"{first}={checkpoints[first]}", "--args", f"--data.root={fake_root}",
+                "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2"])  # fmt: skip
+    rows = [line for line in captions.splitlines() if line.startswith("| [")]
+    assert len(rows) == len(bench.FIGURES)
+    assert [line for line in (out / "captions.md").read_text().splitlines()
+            if line.startswith("| [")] == rows  # fmt: skip
 
 
 def test_a_large_figure_is_made_small():
