@@ -22,7 +22,8 @@ class NonFiniteGuard(Callback):
 
     A step only queues its terms' finiteness on the device; the host reads the queue (one sync)
     every ``every_n_steps`` batches, before validation, at the end of each epoch and before
-    every checkpoint, so a GPU seldom waits for it. A fault is reported at the batch where it happened.
+    every checkpoint, so a GPU seldom waits for it. A fault is reported at the batch where it
+    happened.
 
     Args:
         mode: ``stop`` or ``warn``.
@@ -35,7 +36,8 @@ class NonFiniteGuard(Callback):
         self.mode = mode
         self.every_n_steps = every_n_steps
         self.warned = False
-        self.queue: list[tuple[str, dict[str, torch.Tensor], torch.Tensor]] = []
+        # (batch_idx, epoch, batches trained), the step's terms, their finiteness on the device
+        self.queue: list[tuple[tuple[int, int, int], dict[str, torch.Tensor], torch.Tensor]] = []
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int
@@ -45,8 +47,9 @@ class NonFiniteGuard(Callback):
         terms = {name: value.detach() for name, value in step_terms(outputs).items()}
         if terms:
             where = (
-                f"batch {batch_idx} of epoch {trainer.current_epoch} (batches trained: "
-                f"{trainer.fit_loop.epoch_loop._batches_that_stepped})"
+                batch_idx,
+                trainer.current_epoch,
+                trainer.fit_loop.epoch_loop._batches_that_stepped,
             )
             finite = torch.stack([torch.isfinite(v).all() for v in terms.values()])
             self.queue.append((where, terms, finite))
@@ -73,9 +76,10 @@ class NonFiniteGuard(Callback):
             for (name, value), ok in zip(terms.items(), finite, strict=True)
             if not ok
         ]
+        batch_idx, epoch, stepped = where
         message = (
-            f"non-finite training loss at {where}: {', '.join(bad)}; "
-            "the checkpoints on disk are from before it"
+            f"non-finite training loss at batch {batch_idx} of epoch {epoch} (batches trained: "
+            f"{stepped}): {', '.join(bad)}; the checkpoints on disk are from before it"
         )
         if self.mode == "warn":
             self.warned = True
