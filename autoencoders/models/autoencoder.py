@@ -10,7 +10,12 @@ from torch import Tensor, nn
 from torchmetrics import MeanSquaredError
 
 from autoencoders import losses
-from autoencoders.models.base import EvaluatedModule, check_size, optimizer_config
+from autoencoders.models.base import (
+    EvaluatedModule,
+    check_size,
+    log_training_step,
+    optimizer_config,
+)
 from autoencoders.scores import ReconstructionScore
 
 
@@ -88,7 +93,7 @@ class Autoencoder(EvaluatedModule):
         if self.hparams.noise_std > 0:
             noisy = (x + self.hparams.noise_std * torch.randn_like(x)).clamp(0, 1)
         rec = losses.reconstruction(self(noisy), x, self.hparams.loss).mean()
-        self.log("train/loss", rec, prog_bar=True)
+        log_training_step(self, rec, {})
         return rec
 
     def training_pass_step(self, batch: tuple[Tensor, Tensor]) -> None:

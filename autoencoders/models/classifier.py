@@ -14,7 +14,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from autoencoders.checkpoint import read_checkpoint
-from autoencoders.models.base import EvaluatedModule, optimizer_config
+from autoencoders.models.base import EvaluatedModule, log_training_step, optimizer_config
 from autoencoders.nn import MLP
 
 
@@ -102,7 +102,7 @@ class EncoderClassifier(EvaluatedModule):
         x, y = batch["labelled"] if isinstance(batch, dict) else batch
         x = self.augment(x)
         loss = F.cross_entropy(self(x), y)
-        self.log("train/loss", loss, prog_bar=True)
+        log_training_step(self, loss, {})
         return loss
 
     def evaluate(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
