@@ -250,7 +250,15 @@ def test_fit_gathers_the_score_statistics_in_a_training_pass_and_the_checkpoint_
         torch.testing.assert_close(loaded.anomaly_score(x), model.anomaly_score(x))
 
 
-def test_terms_are_logged_on_logging_steps_and_returned_on_every_step(fake_root, tmp_path):
+@pytest.mark.parametrize(
+    ("config", "extra", "terms"),
+    [("vae", "--data.val_size=1000", ["train/kl", "train/rec"]),
+     ("ae_mnist", "--data.val_size=1000", []),
+     ("classifier_fashion_finetune", "--model.init_args.encoder_checkpoint=null", [])],
+)  # fmt: skip
+def test_terms_are_logged_on_logging_steps_and_returned_on_every_step(
+    config, extra, terms, fake_root, tmp_path
+):
     """The loss and the terms reach Lightning's logging on the first batch of an epoch and on
     the batches whose logs are written (each ``self.log`` costs host time); the step returns
     them every time."""
@@ -259,18 +267,18 @@ def test_terms_are_logged_on_logging_steps_and_returned_on_every_step(fake_root,
         logged, returned = [], []
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            metrics, pairs = trainer.callback_metrics, (("train/loss", "loss"), ("train/kl",) * 2)
+            metrics, pairs = trainer.callback_metrics, [("train/loss", "loss")]
+            pairs += [(term, term) for term in terms[:1]]
             now = [name in metrics and bool(metrics[name] == outputs[key]) for name, key in pairs]
-            self.logged.append(now)  # the values of this batch are the ones logged
+            self.logged.append(all(now))  # the values of this batch are the ones logged
             self.returned.append(sorted(outputs))
 
-    model, datamodule = build("vae", fake_root, "--data.val_size=1000")
+    model, datamodule = build(config, fake_root, extra)
     seen = Seen()
     trainer = tiny_trainer(tmp_path, max_steps=5, log_every_n_steps=3, callbacks=[seen])
     trainer.fit(model, datamodule=datamodule)
-    assert seen.logged == [[True, True], [False, False], [True, True], [False, False],
-                           [False, False]]  # fmt: skip
-    assert seen.returned == [["loss", "train/kl", "train/rec"]] * 5
+    assert seen.logged == [True, False, True, False, False]
+    assert seen.returned == [["loss", *terms]] * 5
 
 
 HOST_SYNCS = ("item", "__float__", "tolist", "cpu")
