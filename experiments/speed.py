@@ -18,6 +18,7 @@ Each way runs ``warmup + steps`` batches on one thread and times the last ``step
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import time
 
 import torch
@@ -139,17 +140,20 @@ def bare_fit_seconds(config: str, root: str | None, warmup: int, steps: int, *ex
 
 
 def shipped_fit_seconds(config: str, root: str | None, warmup: int, steps: int, *extra) -> float:
-    """The ``fit, shipped`` way: the CLI's ``fit`` with validation off."""
+    """The ``fit, shipped`` way: the CLI's ``fit`` with validation off; its TensorBoard logs and
+    checkpoints go to a temporary folder, not ``runs/``."""
     from experiments.__main__ import main
 
-    cli = main(
-        ["--config", config, *([f"--data.root={root}"] if root else []),
-         "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0", *extra],
-        run=False,
-    )  # fmt: skip
-    timer = StepTimer(warmup, steps)
-    cli.trainer.callbacks.append(timer)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    with tempfile.TemporaryDirectory(prefix="speed-") as scratch:
+        cli = main(
+            ["--config", config, *([f"--data.root={root}"] if root else []),
+             "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
+             f"--trainer.logger.init_args.save_dir={scratch}", *extra],
+            run=False,
+        )  # fmt: skip
+        timer = StepTimer(warmup, steps)
+        cli.trainer.callbacks.append(timer)
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return timer.seconds
 
 
@@ -196,7 +200,6 @@ def pythae_seconds(root: str | None, warmup: int, steps: int) -> float | None:
         from pythae.trainers.training_callbacks import TrainingCallback
     except ImportError:
         return None
-    import tempfile
 
     from autoencoders.data import MNISTDataModule
     from autoencoders.nn import MLPDecoder, MLPEncoder

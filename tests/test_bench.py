@@ -255,8 +255,10 @@ def test_photos_reads_a_made_photo_set_with_each_checkpoint(fake_root, tmp_path,
 def test_speed_times_the_raw_loop_and_both_fits_of_each_config(fake_root, tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "BENCHMARKS", tmp_path / "BENCHMARKS.md")
     monkeypatch.setenv("AUTOENCODERS_DATA", fake_root)
+    monkeypatch.chdir(tmp_path)
     bench.main(["speed", "--configs", "vae", "ssvae", "--warmup", "1", "--steps", "2",
                 "--rounds", "1"])  # fmt: skip
+    assert not list(tmp_path.glob("runs/*/version_*"))  # the timed fits leave no runs behind
     rows = [line for line in (tmp_path / "BENCHMARKS.md").read_text().splitlines()
             if line.startswith("| `")]  # fmt: skip
     assert [row.split("`")[1] for row in rows] == ["vae", "ssvae"]
