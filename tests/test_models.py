@@ -267,17 +267,17 @@ def test_terms_are_logged_on_logging_steps_and_returned_on_every_step(
         logged, returned = [], []
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            metrics, pairs = trainer.callback_metrics, [("train/loss", "loss")]
-            pairs += [(term, term) for term in terms[:1]]
+            metrics = trainer.callback_metrics
+            pairs = [("train/loss", "loss"), *((term, term) for term in terms)]
             now = [name in metrics and bool(metrics[name] == outputs[key]) for name, key in pairs]
-            self.logged.append(all(now))  # the values of this batch are the ones logged
+            self.logged.append(now)  # the values of this batch are the ones logged
             self.returned.append(sorted(outputs))
 
     model, datamodule = build(config, fake_root, extra)
     seen = Seen()
     trainer = tiny_trainer(tmp_path, max_steps=5, log_every_n_steps=3, callbacks=[seen])
     trainer.fit(model, datamodule=datamodule)
-    assert seen.logged == [True, False, True, False, False]
+    assert seen.logged == [[on] * (1 + len(terms)) for on in (True, False, True, False, False)]
     assert seen.returned == [["loss", *terms]] * 5
 
 
