@@ -44,12 +44,18 @@ def test_each_phase_changes_only_its_own_parameters(consistency, fake_root, monk
         consistency,
     )
     owners = {"encoder", "decoder", "disc_z", "disc_y"}
-    changed_by_phase = []
+    changed_by_phase, reached_by_phase = [], []
     original = model._step
+    names = {p: name.split(".")[0] for name, p in model.named_parameters()}
 
-    def recording_step(optimizer, loss):
+    def recording_step(optimizer, loss_fn, *args):
+        def recording_loss_fn(*args):
+            loss, logs = loss_fn(*args)
+            reached_by_phase.append({names[p] for p in graph_leaves(loss) if p in names})
+            return loss, logs
+
         before = {k: v.detach().clone() for k, v in model.named_parameters()}
-        result = original(optimizer, loss)
+        result = original(optimizer, recording_loss_fn, *args)
         changed = {
             k.split(".")[0] for k, v in model.named_parameters() if not torch.equal(v, before[k])
         }
@@ -73,6 +79,22 @@ def test_each_phase_changes_only_its_own_parameters(consistency, fake_root, monk
         {"encoder"},  # 2b. generator
         {"encoder"},  # 3. labelled cross-entropy (and the consistency term)
     ]
+    # backward computes gradients for these alone: none for the frozen discriminators in 2b
+    assert reached_by_phase == changed_by_phase
+
+
+def graph_leaves(loss: torch.Tensor) -> list[torch.Tensor]:
+    """The leaf tensors whose gradients ``loss.backward()`` would compute."""
+    leaves, seen, stack = [], set(), [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if hasattr(node, "variable"):  # AccumulateGrad
+            leaves.append(node.variable)
+        stack += [next_node for next_node, _ in node.next_functions]
+    return leaves
 
 
 def adversarial_training(train_generator: bool, steps: int = 300) -> tuple[float, float]:
@@ -95,7 +117,7 @@ def adversarial_training(train_generator: bool, steps: int = 300) -> tuple[float
         loss, _ = model.discriminator_loss(*model.encode(batch))
         opt_disc.zero_grad(), loss.backward(), opt_disc.step()
         if train_generator:
-            loss, _ = model.generator_loss(batch)
+            loss, _ = model.generator_loss(*model.encode(batch))
             opt_gen.zero_grad(), loss.backward(), opt_gen.step()
     return start, mean_norm()
 
@@ -114,10 +136,10 @@ def test_generator_loss_is_both_adversarial_terms_plus_the_class_balance():
     bce = torch.nn.functional.binary_cross_entropy_with_logits
     on_z, on_y = model.disc_z(z).squeeze(1), model.disc_y(logits.softmax(1)).squeeze(1)
     adversarial = bce(on_z, torch.ones(8)) + bce(on_y, torch.ones(8))
-    torch.testing.assert_close(model.generator_loss(x)[0], adversarial)
+    torch.testing.assert_close(model.generator_loss(logits, z)[0], adversarial)
     model.consistency = Consistency(weight=0.0, balance_weight=3.0)
     balance = losses.class_balance(logits.softmax(1))
-    loss, logs = model.generator_loss(x)
+    loss, logs = model.generator_loss(logits, z)
     torch.testing.assert_close(loss, adversarial + 3.0 * balance)
     torch.testing.assert_close(logs["train/balance"], 3.0 * balance.detach())
 

@@ -6,6 +6,7 @@ from pytorch_lightning import Callback
 
 from autoencoders.models import Autoencoder
 from autoencoders.nn import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from autoencoders.nn.mlp import ACTIVATIONS
 from autoencoders.scores import ReconstructionScore
 from tests.helpers import CONFIG_FILES, CONFIG_IDS, build, pretrained, tiny_trainer
 
@@ -165,6 +166,26 @@ def test_channels_last_networks_compute_the_same_function():
     x = torch.rand(3, 1, 28, 28)
     torch.testing.assert_close(fast_enc(x), plain_enc(x))
     torch.testing.assert_close(fast_dec(fast_enc(x)), plain_dec(plain_enc(x)))
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_conv_encoder_pools_before_activating_with_the_same_values_and_gradients(activation):
+    torch.manual_seed(0)
+    encoder = ConvEncoder(6, channels=[4, 8], activation=activation, batch_norm=True)
+    layers = list(encoder.features)
+    assert isinstance(layers[2], torch.nn.MaxPool2d)
+    assert isinstance(layers[3], ACTIVATIONS[activation])
+    # the textbook order: each block's activation, then the pool (dropout 0 in between)
+    pool_first = ([0, 1, 3, 2, 4], [5, 6, 8, 7, 9])
+    textbook = torch.nn.Sequential(*[layers[i] for block in pool_first for i in block])
+    x = torch.rand(5, 1, 28, 28) * 4 - 2
+    features = encoder.features(x)
+    expected = textbook(x).flatten(1)
+    torch.testing.assert_close(features, expected)
+    grads = torch.autograd.grad(features.square().sum(), list(encoder.features.parameters()))
+    expected_grads = torch.autograd.grad(expected.square().sum(), list(textbook.parameters()))
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):  # float32 sums
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-4)
 
 
 def test_mismatched_latent_sizes_fail_early():

@@ -163,10 +163,10 @@ class AdversarialAutoencoder(EvaluatedModule):
             logs[f"train/disc_{name}_acc"] = ((out > 0).float() == is_real).float().mean()
         return total, logs
 
-    def generator_loss(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Phase 2b: the encoder makes both discriminators call its codes real (plus the
-        consistency component's class-balance term)."""
-        logits, z = self.encode(self._noisy(x))
+    def generator_loss(self, logits: Tensor, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Phase 2b: the encoder's codes (label ``logits`` and style ``z``, with their graph) make
+        both discriminators call them real (plus the consistency component's class-balance
+        term)."""
         probs = logits.softmax(dim=1)
         on_z, on_y = self.disc_z(z).squeeze(1), self.disc_y(probs).squeeze(1)
         loss = F.binary_cross_entropy_with_logits(on_z, torch.ones_like(on_z))
@@ -204,12 +204,16 @@ class AdversarialAutoencoder(EvaluatedModule):
             loss, logs["train/consistency"] = loss + consistency, consistency.detach()
         return loss, logs
 
-    def _step(self, optimizer, loss: Tensor) -> Tensor:
+    def _step(self, optimizer, loss_fn, *args) -> tuple[Tensor, dict[str, Tensor]]:
+        """One phase: ``loss_fn(*args)`` -> ``(loss, logs)`` is built and minimised with only
+        ``optimizer``'s parameters requiring gradients, so backward skips the weight gradients
+        of the networks the phase does not train (the discriminators in the generator phase)."""
         with self.toggled_optimizer(optimizer):
+            loss, logs = loss_fn(*args)
             optimizer.zero_grad()
             self.manual_backward(loss)
             optimizer.step()
-        return loss.detach()
+        return loss.detach(), logs
 
     # --- Lightning hooks -----------------------------------------------------------------------
 
@@ -223,21 +227,18 @@ class AdversarialAutoencoder(EvaluatedModule):
         clean, x = x, self.augment(x)
         if labelled is not None:
             labelled = (self.augment(labelled[0]), labelled[1])
-        rec = self._step(opt_ae, self.reconstruction_loss(x))
-        with torch.no_grad():  # the codes of the updated encoder
-            logits, z = self.encode(self._noisy(x))
-        disc, disc_logs = self.discriminator_loss(logits, z)
-        self._step(opt_disc, disc)
-        gen, gen_logs = self.generator_loss(x)
-        gen = self._step(opt_gen, gen)
+        rec, _ = self._step(opt_ae, lambda: (self.reconstruction_loss(x), {}))
+        # phase 2: one encoder call of the updated encoder; its codes are the discriminators'
+        # fakes (detached there), then the generator's, judged by the updated discriminators
+        logits, z = self.encode(self._noisy(x))
+        _, logs = self._step(opt_disc, self.discriminator_loss, logits, z)
+        gen, gen_logs = self._step(opt_gen, self.generator_loss, logits, z)
+        logs.update({"train/gen": gen, **gen_logs})
         view = None
         if self.consistency is not None and self.consistency.weight > 0:
             view = self.consistency.view(clean, x)
-        logs = {"train/gen": gen, **disc_logs, **gen_logs}
         if labelled is not None or view is not None:
-            label, label_logs = self.label_loss(labelled, view, clean)
-            self._step(opt_cls, label)
-            logs.update(label_logs)
+            logs.update(self._step(opt_cls, self.label_loss, labelled, view, clean)[1])
         log_training_step(self, rec, logs)  # the bar: the reconstruction loss only
         return {"train/loss": rec, **logs}
 

@@ -53,7 +53,11 @@ class ConvEncoder(nn.Module):
                 blocks += [nn.BatchNorm2d(out_ch)] if batch_norm else []
                 blocks.append(make_activation(activation))
                 in_ch = out_ch
-            blocks += [nn.Dropout(dropout), nn.MaxPool2d(2)]
+            if dropout > 0:
+                blocks += [nn.Dropout(dropout), nn.MaxPool2d(2)]
+            else:  # max-pooling commutes with the (monotone) activations: pooling first is the
+                # same function and activates a quarter of the values (BENCHMARKS.md)
+                blocks[-1:] = [nn.MaxPool2d(2), blocks[-1], nn.Dropout(0.0)]
         self.features = nn.Sequential(*blocks, nn.Flatten())
         with torch.no_grad():
             n_features = self.features(torch.zeros(1, *input_shape)).shape[1]
