@@ -22,7 +22,8 @@ class ConvEncoder(nn.Module):
         input_shape: ``(channels, height, width)`` of the images.
         kernel_size: odd kernel size; padding keeps the resolution before pooling.
         activation: activation name.
-        dropout: dropout probability at the end of each block.
+        dropout: dropout probability at the end of each block (with 0, each block max-pools
+            before its last activation: the same function, a quarter of the values activated).
         convs_per_block: conv + activation pairs per block (seed 003 used two).
         batch_norm: batch normalisation after each conv.
         channels_last: keep weights and feature maps in the channels-last memory layout (the
