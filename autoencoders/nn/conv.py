@@ -57,7 +57,8 @@ class ConvEncoder(nn.Module):
             if dropout > 0:
                 blocks += [nn.Dropout(dropout), nn.MaxPool2d(2)]
             else:  # max-pooling commutes with the (monotone) activations: pooling first is the
-                # same function and activates a quarter of the values (BENCHMARKS.md)
+                # same function and activates a quarter of the values (BENCHMARKS.md); the
+                # Dropout(0) keeps the layer indices, so either layout's checkpoints load
                 blocks[-1:] = [nn.MaxPool2d(2), blocks[-1], nn.Dropout(0.0)]
         self.features = nn.Sequential(*blocks, nn.Flatten())
         with torch.no_grad():
