@@ -175,9 +175,9 @@ def test_conv_encoder_pools_before_activating_with_the_same_values_and_gradients
     layers = list(encoder.features)
     assert isinstance(layers[2], torch.nn.MaxPool2d)
     assert isinstance(layers[3], ACTIVATIONS[activation])
-    # the textbook order: each block's activation, then the pool (dropout 0 in between)
-    pool_first = ([0, 1, 3, 2, 4], [5, 6, 8, 7, 9])
-    textbook = torch.nn.Sequential(*[layers[i] for block in pool_first for i in block])
+    # the same layers in the textbook order: each block's activation, then its pool
+    textbook_order = ([0, 1, 3, 2, 4], [5, 6, 8, 7, 9])
+    textbook = torch.nn.Sequential(*[layers[i] for block in textbook_order for i in block])
     x = torch.rand(5, 1, 28, 28) * 4 - 2
     features = encoder.features(x)
     expected = textbook(x).flatten(1)
