@@ -249,8 +249,8 @@ def test_a_non_finite_loss_can_only_warn(fake_root):
 
 
 def test_the_non_finite_guard_reads_the_device_every_n_steps_and_before_a_checkpoint(monkeypatch):
-    """A step only queues its terms' finiteness: no host sync until the N-th batch, which
-    names the batch where the fault happened; a checkpoint is refused at once."""
+    """A step only queues its terms: no arithmetic and no host sync until the N-th batch,
+    which names the batch where the fault happened; a checkpoint is refused at once."""
     from types import SimpleNamespace
 
     from autoencoders.callbacks import NonFiniteGuard, NonFiniteLoss
@@ -259,6 +259,8 @@ def test_the_non_finite_guard_reads_the_device_every_n_steps_and_before_a_checkp
     trainer = SimpleNamespace(current_epoch=2, fit_loop=loop)
     reads, original = [], torch.Tensor.__bool__
     monkeypatch.setattr(torch.Tensor, "__bool__", lambda t: reads.append(t) or original(t))
+    checks, isfinite = [], torch.isfinite
+    monkeypatch.setattr(torch, "isfinite", lambda t: checks.append(t) or isfinite(t))
     guard = NonFiniteGuard(every_n_steps=3)
 
     def step(batch_idx, loss):
@@ -267,7 +269,7 @@ def test_the_non_finite_guard_reads_the_device_every_n_steps_and_before_a_checkp
 
     step(0, 1.0)
     step(1, float("nan"))
-    assert reads == [], "no host sync before the third batch"
+    assert reads == [] and checks == [], "no host sync and no check before the third batch"
     with pytest.raises(NonFiniteLoss, match=r"^non-finite training loss at batch 1 of epoch 2 "
                        r"\(batches trained: 7\): train/loss = nan;"):  # fmt: skip
         step(2, 2.0)

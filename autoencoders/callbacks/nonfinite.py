@@ -20,10 +20,10 @@ class NonFiniteGuard(Callback):
     any checkpoint of the poisoned weights is written, so the last good checkpoint stays as it
     was; ``mode="warn"`` warns once and trains on.
 
-    A step only queues its terms' finiteness on the device; the host reads the queue (one sync)
-    every ``every_n_steps`` batches, before validation, at the end of each epoch and before
-    every checkpoint, so a GPU seldom waits for it. A fault is reported at the batch where it
-    happened.
+    A step only queues its terms (no arithmetic, no host sync); every ``every_n_steps`` batches,
+    before validation, at the end of each epoch and before every checkpoint, the queued terms
+    are checked at once (one host sync), so a GPU seldom waits for the host and the host does
+    no per-step work. A fault is reported at the batch where it happened.
 
     Args:
         mode: ``stop`` or ``warn``.
@@ -36,8 +36,8 @@ class NonFiniteGuard(Callback):
         self.mode = mode
         self.every_n_steps = every_n_steps
         self.warned = False
-        # (batch_idx, epoch, batches trained), the step's terms, their finiteness on the device
-        self.queue: list[tuple[tuple[int, int, int], dict[str, torch.Tensor], torch.Tensor]] = []
+        # (batch_idx, epoch, batches trained) and the step's terms, still on the device
+        self.queue: list[tuple[tuple[int, int, int], dict[str, torch.Tensor]]] = []
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int
@@ -46,13 +46,9 @@ class NonFiniteGuard(Callback):
             return
         terms = {name: value.detach() for name, value in step_terms(outputs).items()}
         if terms:
-            where = (
-                batch_idx,
-                trainer.current_epoch,
-                trainer.fit_loop.epoch_loop._batches_that_stepped,
-            )
-            finite = torch.stack([torch.isfinite(v).all() for v in terms.values()])
-            self.queue.append((where, terms, finite))
+            loop = trainer.fit_loop.epoch_loop
+            where = (batch_idx, trainer.current_epoch, loop._batches_that_stepped)
+            self.queue.append((where, terms))
         if len(self.queue) >= self.every_n_steps:
             self.check()
 
@@ -66,15 +62,19 @@ class NonFiniteGuard(Callback):
         self.check()  # raising here keeps the checkpoint from being written
 
     def check(self) -> None:
-        """Reads the queued steps (one host sync); raises or warns at the first bad one."""
+        """Checks the queued steps' terms (one host sync); raises or warns at the first bad
+        step."""
         queue, self.queue = self.queue, []
-        if not queue or bool(torch.cat([finite for *_, finite in queue]).all()):
+        values = [value.reshape(-1) for _, terms in queue for value in terms.values()]
+        if not values or bool(torch.isfinite(torch.cat(values)).all()):
             return
-        where, terms, finite = next(item for item in queue if not bool(item[2].all()))
+        where, terms = next(
+            item for item in queue if not all(torch.isfinite(v).all() for v in item[1].values())
+        )
         bad = [
             f"{name} = {float(value)}"
-            for (name, value), ok in zip(terms.items(), finite, strict=True)
-            if not ok
+            for name, value in terms.items()
+            if not torch.isfinite(value).all()
         ]
         batch_idx, epoch, stepped = where
         message = (
