@@ -693,25 +693,34 @@ def bench_speed(args: argparse.Namespace) -> None:
     for config in args.configs:
         if config.startswith("classifier"):  # an encoder to fine-tune: any of the right shape
             extra[config] = ["--model.init_args.encoder_checkpoint=null"]
-    rows, found = speed.speed_table(args.configs, None, args.warmup, args.steps, args.rounds, extra)
+    device = args.device
+    rows, found = speed.speed_table(
+        args.configs, None, args.warmup, args.steps, args.rounds, extra, device
+    )
     peer = None
     if "vae" in args.configs:  # the peer, when pythae is importable (a scratch install)
-        times = [speed.pythae_seconds(None, args.warmup, args.steps) for _ in range(args.rounds)]
+        times = [
+            speed.pythae_seconds(None, args.warmup, args.steps, device) for _ in range(args.rounds)
+        ]
         peer = None if times[0] is None else min(times) / args.steps * 1e3
     if peer is not None:
         shipped = found["vae"]["fit, shipped"]
         rows += (f"\n| peer: pythae 0.1.2 `TrainingPipeline`, the `vae` network | | | {peer:.2f}"
                  f" (`vae` shipped: {shipped / peer:.2f}x of it) |")  # fmt: skip
     command = "python -m experiments.bench " + " ".join(sys.argv[1:])
+    kind = torch.device(device).type  # the machine line names the GPU
     write_section(
-        "speed",
+        "speed" if kind == "cpu" else f"speed_{kind}",
         header(
-            "Training speed: the shipped fit against a raw PyTorch loop of the same step", command
-        )  # fmt: skip
-        + f"\n{args.threads} thread(s); seconds per 1000 training batches (the configs' batch "
-        f"sizes), timed over {args.steps} batches after {args.warmup} warm-up batches, best of "
-        f"{args.rounds} rounds with the three ways interleaved. Ratios are to the raw loop of the "
-        "same run; the machine's speed varies 2-2.5x from day to day, the ratios much less.\n\n"
+            "Training speed: the shipped fit against a raw PyTorch loop of the same step"
+            + ("" if kind == "cpu" else f" ({kind})"),
+            command,
+        )
+        + f"\nOn {device}, {args.threads} CPU thread(s); seconds per 1000 training batches (the "
+        f"configs' batch sizes), timed over {args.steps} batches after {args.warmup} warm-up "
+        f"batches, best of {args.rounds} rounds with the three ways interleaved. Ratios are to "
+        "the raw loop of the same run; the machine's speed varies 2-2.5x from day to day, the "
+        "ratios much less.\n\n"
         "| config | raw loop | fit, bare | fit, shipped |\n|---|---|---|---|\n" + rows,
     )
 
@@ -771,6 +780,7 @@ def main(argv: list[str] | None = None) -> None:
     speed.add_argument("--steps", type=int, default=200, help="timed batches")
     speed.add_argument("--rounds", type=int, default=2, help="best of this many")
     speed.add_argument("--threads", type=int, default=1)
+    speed.add_argument("--device", default="cpu", help="cpu, or cuda: every way runs there")
     table = sub.add_parser("table", help="rewrite a section from its recorded runs")
     table.add_argument("--name", required=True)
     args = parser.parse_args(argv)

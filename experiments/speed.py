@@ -12,7 +12,9 @@ For a config, seconds per 1000 training batches:
 - ``fit, shipped``: ``python -m experiments fit --config CONFIG`` as shipped (logger, progress
   bar, every callback, checkpoints), validation off.
 
-Each way runs ``warmup + steps`` batches on one thread and times the last ``steps``.
+Each way runs ``warmup + steps`` batches on ``device`` (the CPU by default, ``cuda`` for a GPU)
+and times the last ``steps``; on a GPU the clock is read after the device has finished its
+queued work, and the raw loop copies each batch as the fits do (pinned, non-blocking).
 """
 
 from __future__ import annotations
@@ -22,24 +24,43 @@ import tempfile
 import time
 
 import torch
+from lightning_utilities.core.apply_func import apply_to_collection
 from pytorch_lightning import Callback, Trainer
 from pytorch_lightning.utilities import CombinedLoader
+
+
+def synchronize(device: str) -> None:
+    """Waits for the work queued on ``device`` (a GPU runs its kernels after the host moves on)."""
+    if torch.device(device).type != "cpu":
+        torch.accelerator.synchronize()
+
+
+def to_device(batch, device: str):
+    """``batch`` on ``device`` as the fits get it: pinned and copied without blocking on a GPU."""
+    if torch.device(device).type == "cpu":
+        return batch
+    return apply_to_collection(
+        batch, torch.Tensor, lambda t: t.pin_memory().to(device, non_blocking=True)
+    )
 
 
 class StepTimer(Callback):
     """Times ``steps`` training batches after ``warmup`` untimed ones (``seconds``), then ends
     the fit (``max_steps`` counts optimizer steps: 4 a batch for the adversarial autoencoder)."""
 
-    def __init__(self, warmup: int, steps: int) -> None:
+    def __init__(self, warmup: int, steps: int, device: str = "cpu") -> None:
         self.warmup, self.steps, self.batches, self.start, self.seconds = warmup, steps, 0, 0, 0
+        self.device = device
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.batches == self.warmup:
+            synchronize(self.device)
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.batches += 1
         if self.batches == self.warmup + self.steps:
+            synchronize(self.device)
             self.seconds = time.perf_counter() - self.start
             trainer.should_stop = True
 
@@ -115,31 +136,41 @@ def raw_step(model, optimizers: list[torch.optim.Optimizer], batch, i: int):
     return out
 
 
-def raw_seconds(config: str, root: str | None, warmup: int, steps: int, *extra: str) -> float:
+def raw_seconds(
+    config: str, root: str | None, warmup: int, steps: int, *extra: str, device: str = "cpu"
+) -> float:
     """The ``raw`` way: the model's own step in a plain loop."""
     model, datamodule = build(config, root, *extra)
+    model.to(device)
     optimizers, start = raw_trainable(model), None
     for i, batch in enumerate(batches(datamodule, warmup + steps)):
         if i == warmup:
+            synchronize(device)
             start = time.perf_counter()
-        raw_step(model, optimizers, batch, i)
+        raw_step(model, optimizers, to_device(batch, device), i)
+    synchronize(device)
     return time.perf_counter() - start
 
 
-def bare_fit_seconds(config: str, root: str | None, warmup: int, steps: int, *extra) -> float:
+def bare_fit_seconds(
+    config: str, root: str | None, warmup: int, steps: int, *extra: str, device: str = "cpu"
+) -> float:
     """The ``fit, bare`` way: a Trainer with nothing switched on."""
     model, datamodule = build(config, root, *extra)
-    timer = StepTimer(warmup, steps)
+    timer = StepTimer(warmup, steps, device)
     trainer = Trainer(
         max_steps=-1, max_epochs=-1, limit_train_batches=None, limit_val_batches=0,
         logger=False, callbacks=[timer], enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+        enable_progress_bar=False, enable_model_summary=False,
+        accelerator=torch.device(device).type, devices=1,
     )  # fmt: skip
     trainer.fit(model, datamodule=datamodule)
     return timer.seconds
 
 
-def shipped_fit_seconds(config: str, root: str | None, warmup: int, steps: int, *extra) -> float:
+def shipped_fit_seconds(
+    config: str, root: str | None, warmup: int, steps: int, *extra: str, device: str = "cpu"
+) -> float:
     """The ``fit, shipped`` way: the CLI's ``fit`` with validation off; its TensorBoard logs and
     checkpoints go to a temporary folder, not ``runs/``."""
     from experiments.__main__ import main
@@ -148,10 +179,11 @@ def shipped_fit_seconds(config: str, root: str | None, warmup: int, steps: int, 
         cli = main(
             ["--config", config, *([f"--data.root={root}"] if root else []),
              "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
+             f"--trainer.accelerator={torch.device(device).type}", "--trainer.devices=1",
              f"--trainer.logger.init_args.save_dir={scratch}", *extra],
             run=False,
         )  # fmt: skip
-        timer = StepTimer(warmup, steps)
+        timer = StepTimer(warmup, steps, device)
         cli.trainer.callbacks.append(timer)
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     return timer.seconds
@@ -166,7 +198,7 @@ FAMILIES = [
 
 
 def speed_table(configs: list[str], root: str | None, warmup: int, steps: int, rounds: int,
-                extra: dict[str, list[str]]) -> tuple[str, dict]:  # fmt: skip
+                extra: dict[str, list[str]], device: str = "cpu") -> tuple[str, dict]:  # fmt: skip
     """Markdown rows (config, the three ways in seconds per 1000 batches, the fits' ratios to
     the raw loop) and the measured seconds; each way's best of ``rounds``, ways interleaved."""
     found, rows = {}, []
@@ -174,7 +206,8 @@ def speed_table(configs: list[str], root: str | None, warmup: int, steps: int, r
         best = {}
         for _ in range(rounds):
             for way, seconds in WAYS.items():
-                value = seconds(config, root, warmup, steps, *extra.get(config, [])) / steps * 1e3
+                args = extra.get(config, [])
+                value = seconds(config, root, warmup, steps, *args, device=device) / steps * 1e3
                 best[way] = min(best.get(way, value), value)
         found[config] = best
         raw = best["raw"]
@@ -185,7 +218,7 @@ def speed_table(configs: list[str], root: str | None, warmup: int, steps: int, r
     return "\n".join(rows), found
 
 
-def pythae_seconds(root: str | None, warmup: int, steps: int) -> float | None:
+def pythae_seconds(root: str | None, warmup: int, steps: int, device: str = "cpu") -> float | None:
     """pythae's ``TrainingPipeline`` (its own loop, data loader and progress bar, no
     evaluation) on the ``vae`` config's network: 784-300-300 ELU MLPs, z = 10, Bernoulli
     decoder, batch 100, Adam 1e-3, on MNIST binarized once (pythae has no dynamic
@@ -227,8 +260,10 @@ def pythae_seconds(root: str | None, warmup: int, steps: int) -> float | None:
         def on_train_step_end(self, training_config, **kwargs):
             self.batches += 1
             if self.batches == warmup:
+                synchronize(device)
                 self.start = time.perf_counter()
             if self.batches == warmup + steps:
+                synchronize(device)
                 self.seconds = time.perf_counter() - self.start
 
     datamodule = MNISTDataModule(root=root, batch_size=100, binarize="static")
@@ -241,7 +276,7 @@ def pythae_seconds(root: str | None, warmup: int, steps: int) -> float | None:
     with tempfile.TemporaryDirectory() as out:
         training = BaseTrainerConfig(
             output_dir=out, num_epochs=1, learning_rate=1e-3, per_device_train_batch_size=100,
-            per_device_eval_batch_size=100, no_cuda=True,
+            per_device_eval_batch_size=100, no_cuda=torch.device(device).type == "cpu",
         )  # fmt: skip
         TrainingPipeline(model=model, training_config=training)(
             train_data=images, callbacks=[timer]

@@ -259,8 +259,9 @@ def test_speed_times_the_raw_loop_and_both_fits_of_each_config(fake_root, tmp_pa
     bench.main(["speed", "--configs", "vae", "ssvae", "--warmup", "1", "--steps", "2",
                 "--rounds", "1"])  # fmt: skip
     assert not list(tmp_path.glob("runs/*/version_*"))  # the timed fits leave no runs behind
-    rows = [line for line in (tmp_path / "BENCHMARKS.md").read_text().splitlines()
-            if line.startswith("| `")]  # fmt: skip
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "<!-- bench:speed -->" in text and "\nOn cpu, 1 CPU thread(s);" in text
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert [row.split("`")[1] for row in rows] == ["vae", "ssvae"]
     for row in rows:  # seconds per 1000 batches three ways, the fits' ratios to the raw loop
         cells = row.split("|")[2:5]

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from experiments import bench
 from experiments.__main__ import CONFIGS, main
 from tests.helpers import pretrained, short
 
@@ -39,3 +40,34 @@ def test_images_held_on_the_gpu_train_there(fake_root):
     fitted = main(["fit", "--config", "vae", *short(fake_root, *gpu)])
     assert fitted.datamodule.train_set.images.is_cuda
     assert torch.isfinite(fitted.trainer.callback_metrics["train/loss"])
+
+
+def test_the_speed_bench_times_every_way_on_the_gpu(fake_root, tmp_path, monkeypatch):
+    """``bench speed --device cuda``: the raw loop, the bare fit and the shipped fit all train
+    on the GPU, into a section of their own (the CPU table stays)."""
+    from experiments import speed
+
+    monkeypatch.setattr(bench, "BENCHMARKS", tmp_path / "BENCHMARKS.md")
+    monkeypatch.setenv("AUTOENCODERS_DATA", fake_root)
+    monkeypatch.chdir(tmp_path)
+    devices = {"raw": set(), "fit": set()}  # where each way's steps ran
+    step = speed.raw_step
+
+    def raw_step(model, optimizers, batch, i):
+        devices["raw"].add(model.device.type)
+        return step(model, optimizers, batch, i)
+
+    class Timer(speed.StepTimer):
+        def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+            devices["fit"].add(pl_module.device.type)
+            super().on_train_batch_end(trainer, pl_module, *args)
+
+    monkeypatch.setattr(speed, "raw_step", raw_step)
+    monkeypatch.setattr(speed, "StepTimer", Timer)
+    bench.main(["speed", "--configs", "vae", "aae", "--warmup", "1", "--steps", "2",
+                "--rounds", "1", "--device", "cuda"])  # fmt: skip
+    assert devices == {"raw": {"cuda"}, "fit": {"cuda"}}
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "<!-- bench:speed_cuda -->" in text and "<!-- bench:speed -->" not in text
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == ["vae", "aae"]
