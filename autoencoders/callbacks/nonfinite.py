@@ -68,14 +68,18 @@ class NonFiniteGuard(Callback):
         values = [value.reshape(-1) for _, terms in queue for value in terms.values()]
         if not values or bool(torch.isfinite(torch.cat(values)).all()):
             return
-        where, terms = next(
-            item for item in queue if not all(torch.isfinite(v).all() for v in item[1].values())
-        )
-        bad = [
-            f"{name} = {float(value)}"
-            for name, value in terms.items()
-            if not torch.isfinite(value).all()
-        ]
+        for where, terms in queue:  # the first bad step
+            bad = [
+                f"{name} = {float(value)}"
+                for name, value in terms.items()
+                if not torch.isfinite(value).all()
+            ]
+            if bad:
+                return self.report(where, bad)
+
+    def report(self, where: tuple[int, int, int], bad: list[str]) -> None:
+        """Raises ``NonFiniteLoss`` (or warns once) naming the step ``where`` and its ``bad``
+        terms."""
         batch_idx, epoch, stepped = where
         message = (
             f"non-finite training loss at batch {batch_idx} of epoch {epoch} (batches trained: "
